@@ -1,0 +1,142 @@
+"""Safe checkpoint reading and atomic writing, in CompressAI's format.
+
+Only plain tensors and containers are ever unpickled (``torch.load(..., weights_only=True)``):
+a checkpoint that carries pickled code or objects is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from compressai.zoo.pretrained import load_pretrained
+
+from robustnic.errors import CheckpointError
+from robustnic.utils.io import atomic_path
+
+#: Entropy-coder buffers whose shapes depend on ``update()``, not on the architecture.
+CODER_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+_STATE_DICT_KEYS = ("state_dict", "network", "model_state_dict", "model")
+
+
+def read_checkpoint_file(path: str | os.PathLike) -> Any:
+    """Load a checkpoint object safely; refuse pickled code with a clear :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path}: refused: the file holds pickled Python objects or code, not only tensors "
+            f"(loaded with weights_only=True; {first[:200]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:200]})") from None
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Find the model state dict in a checkpoint object (plain, or under ``state_dict`` etc.).
+
+    Keys from ``DataParallel`` (``module.``) and old CompressAI names are renamed as CompressAI does.
+    """
+    if isinstance(obj, dict):
+        for key in _STATE_DICT_KEYS:
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{source}: no state dict of tensors found (expected a CompressAI checkpoint)")
+    return {k: v.float() if v.is_floating_point() else v for k, v in load_pretrained(dict(obj)).items()}
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read the model state dict of a CompressAI-format checkpoint file, safely."""
+    return extract_state_dict(read_checkpoint_file(path), str(path))
+
+
+def describe_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+    """Human summary of how two state dicts differ (missing / unexpected / differently shaped keys)."""
+
+    def relevant(k: str) -> bool:
+        return not k.endswith(CODER_BUFFERS)
+
+    missing = sorted(k for k in expected if relevant(k) and k not in got)
+    unexpected = sorted(k for k in got if relevant(k) and k not in expected)
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(got[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if relevant(k) and k in got and tuple(got[k].shape) != tuple(expected[k].shape)
+    )
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("different shape", shapes)):
+        if items:
+            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
+    return "; ".join(parts)
+
+
+def load_into(net: torch.nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load ``state_dict`` into ``net`` strictly, explaining any mismatch in one readable line."""
+    diff = describe_mismatch(net.state_dict(), state_dict)
+    if diff:
+        raise CheckpointError(f"{source} does not fit {type(net).__name__}: {diff}")
+    net.load_state_dict(state_dict)
+
+
+def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically (a killed process never leaves a half-written checkpoint)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def state_dict_fingerprint(state_dict: dict[str, torch.Tensor]) -> bytes:
+    """A 32-byte digest of every tensor (name, dtype, shape, bytes); identifies a model's exact weights."""
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.digest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def half_precision_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Float weights in fp16 for shipping; entropy-coder buffers (tables, scale table) stay exact.
+
+    Round the model through this *before* ``update()`` so its coder tables match the fp16 weights.
+    """
+    return {
+        k: v.half() if v.is_floating_point() and not k.endswith(CODER_BUFFERS) else v
+        for k, v in state_dict.items()
+    }
+
+
+__all__ = [
+    "CODER_BUFFERS",
+    "describe_mismatch",
+    "extract_state_dict",
+    "file_sha256",
+    "half_precision_copy",
+    "load_into",
+    "read_checkpoint_file",
+    "read_state_dict",
+    "save_checkpoint",
+    "state_dict_fingerprint",
+]

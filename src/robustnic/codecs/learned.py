@@ -1,0 +1,141 @@
+"""A CompressAI model behind the :class:`~robustnic.codecs.base.Codec` interface."""
+
+from __future__ import annotations
+
+import contextlib
+import types
+from typing import Iterator
+
+import torch
+from compressai.entropy_models import EntropyModel
+from compressai.models.base import CompressionModel
+
+from robustnic.codecs import container
+from robustnic.codecs.architectures import architecture_of
+from robustnic.codecs.base import STANDINS, Codec, CodecOutput
+from robustnic.codecs.checkpoint import state_dict_fingerprint
+from robustnic.data.images import crop_to, pad_to_multiple
+from robustnic.errors import BitstreamError
+
+#: Every CompressAI image architecture downsamples by 2**6 overall (g_a then h_a).
+PAD_MULTIPLE = 64
+
+
+def _ste_quantize(self: EntropyModel, inputs: torch.Tensor, mode: str, means: torch.Tensor | None = None):
+    """EntropyModel.quantize whose rounding passes gradients straight through."""
+    if mode != "dequantize":
+        return type(self).quantize(self, inputs, mode, means)
+    centred = inputs - means if means is not None else inputs
+    rounded = centred + (torch.round(centred) - centred).detach()
+    return rounded + means if means is not None else rounded
+
+
+@contextlib.contextmanager
+def quantisation_standin(net: CompressionModel, standin: str) -> Iterator[None]:
+    """Run ``net.forward`` with quantisation replaced by ``standin`` ("noise" or "ste")."""
+    if standin not in ("noise", "ste"):
+        raise ValueError(f"stand-in must be 'noise' or 'ste' here, got {standin!r}")
+    was_training = net.training
+    patched = []
+    try:
+        if standin == "noise":
+            net.train()  # CompressAI adds uniform noise in training mode (no BN/dropout in these nets)
+        else:
+            net.eval()
+            for m in net.modules():
+                if isinstance(m, EntropyModel):
+                    m.quantize = types.MethodType(_ste_quantize, m)
+                    patched.append(m)
+        yield
+    finally:
+        for m in patched:
+            del m.quantize
+        net.train(was_training)
+
+
+def is_updated(net: CompressionModel) -> bool:
+    """Whether the entropy coder tables exist (``update()`` has run)."""
+    return all(
+        m._quantized_cdf.numel() > 0 for m in net.modules() if isinstance(m, EntropyModel)
+    )
+
+
+class LearnedCodec(Codec):
+    """Wrap any CompressAI image model (built, loaded or trained) as a codec.
+
+    Parameters are frozen (attacks differentiate with respect to the input only); the trainer
+    unfreezes ``codec.net`` itself. The entropy coder tables are built with ``update()`` if the
+    model has none yet.
+    """
+
+    differentiable = True
+
+    def __init__(
+        self,
+        net: CompressionModel,
+        name: str | None = None,
+        quality: int = 0,
+        metric: str | None = "mse",
+        device: str | torch.device = "cpu",
+    ):
+        self.net = net.eval()
+        self.net.requires_grad_(False)
+        self.arch = architecture_of(net)
+        self.name = name or (self.arch.name if self.arch else type(net).__name__)
+        self.codec_code = self.arch.code if self.arch else container.CODEC_CUSTOM
+        self.quality, self.metric = quality, metric
+        if not is_updated(net):
+            net.update(force=True)
+        self.refresh()
+        self.to(device)
+
+    def refresh(self) -> None:
+        """Recompute the weight fingerprint (call after changing the weights and ``update()``)."""
+        self._fingerprint = state_dict_fingerprint(self.net.state_dict())[:4]
+
+    def to(self, device: str | torch.device) -> "LearnedCodec":
+        super().to(device)
+        self.net.to(self.device)
+        return self
+
+    def _model_tag(self) -> bytes:
+        return self._fingerprint
+
+    # ----- differentiable forward -------------------------------------------------------
+    def forward(self, x: torch.Tensor, standin: str = "none", rate: bool = False) -> CodecOutput:
+        if standin not in STANDINS:
+            raise ValueError(f"unknown stand-in {standin!r}; choose from {STANDINS}")
+        xp, size = pad_to_multiple(x, PAD_MULTIPLE)
+        likelihoods = None
+        if standin == "none":
+            x_hat = self.net.g_s(self.net.g_a(xp))
+            if rate:
+                with quantisation_standin(self.net, "ste"):
+                    likelihoods = self.net(xp)["likelihoods"]
+        else:
+            with quantisation_standin(self.net, standin):
+                out = self.net(xp)
+            x_hat, likelihoods = out["x_hat"], (out["likelihoods"] if rate else None)
+        return CodecOutput(crop_to(x_hat, size), likelihoods)
+
+    # ----- real bitstreams ---------------------------------------------------------------
+    def _latent_stride(self) -> int:
+        return 16 if self.arch is not None and self.arch.name == "bmshj2018-factorized" else PAD_MULTIPLE
+
+    def _encode(self, x: torch.Tensor) -> tuple[list[bytes], tuple[int, ...]]:
+        xp, _ = pad_to_multiple(x, PAD_MULTIPLE)
+        with torch.no_grad():
+            out = self.net.compress(xp)
+        return [s[0] for s in out["strings"]], tuple(int(v) for v in out["shape"])
+
+    def _decode(self, strings: list[bytes], shape: tuple[int, ...], size: tuple[int, int]) -> torch.Tensor:
+        stride = self._latent_stride()
+        expected = tuple(-(-s // PAD_MULTIPLE) * PAD_MULTIPLE // stride for s in size)
+        if self.arch is not None and tuple(shape) != expected:
+            raise BitstreamError(f"bitstream latent shape {shape} does not match its image size {size}")
+        try:
+            with torch.no_grad():
+                out = self.net.decompress([[s] for s in strings], list(shape))
+        except Exception as exc:  # the entropy decoder's own errors on foreign strings
+            raise BitstreamError(f"entropy decoding failed: {type(exc).__name__}: {exc}") from None
+        return crop_to(out["x_hat"], size)

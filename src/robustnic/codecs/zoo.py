@@ -1,0 +1,190 @@
+"""One place that turns a name into a codec (as timm's ``create_model``).
+
+Accepted specs (``load_codec(spec)``)::
+
+    hyperprior-small:q2                  a model robustnic ships (see ``robustnic models``)
+    bmshj2018-hyperprior:q3[:mse|:ms-ssim][:pretrained]
+                                         CompressAI's pretrained weights (needs internet once)
+    bmshj2018-hyperprior:q3:random       CompressAI's widths, random weights (tests)
+    bmshj2018-hyperprior:N=8:M=16:random tiny random model (tests)
+    path/to/checkpoint.pth.tar           a CompressAI-format checkpoint (architecture inferred)
+    mbt2018-mean@path/to/ckpt.pth        ... with the architecture named
+    jpeg:q75   webp:q80                  classical baselines through Pillow
+
+A CompressAI model instance is wrapped directly by :class:`LearnedCodec`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from compressai.models.base import CompressionModel
+
+from robustnic.codecs.architectures import ARCHITECTURES, METRICS, get_architecture, infer_architecture, widths_of
+from robustnic.codecs.base import Codec
+from robustnic.codecs.checkpoint import file_sha256, load_into, read_state_dict
+from robustnic.codecs.classical import CLASSICAL_FORMATS, ClassicalCodec
+from robustnic.codecs.learned import LearnedCodec
+from robustnic.errors import CheckpointError, CodecLoadError
+
+#: Where the shipped models and their manifest live (inside the package, so wheels carry them).
+WEIGHTS_DIR = Path(os.environ.get("ROBUSTNIC_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
+DEFAULT_MODEL = "hyperprior-small:q2"
+
+
+@dataclass
+class ShippedModel:
+    """One manifest row: a model family trained by ``robustnic train`` at one quality."""
+
+    family: str
+    quality: int
+    architecture: str
+    N: int
+    M: int
+    metric: str
+    file: str
+    sha256: str
+    info: dict[str, Any]
+
+    @property
+    def spec(self) -> str:
+        return f"{self.family}:q{self.quality}"
+
+
+def read_manifest(weights_dir: Path | None = None) -> dict[str, ShippedModel]:
+    """The shipped models by spec (``family:qK``); empty if no manifest is present."""
+    weights_dir = weights_dir or WEIGHTS_DIR
+    path = weights_dir / "manifest.json"
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text())["models"]
+    out = {}
+    for row in rows:
+        m = ShippedModel(
+            family=row["family"], quality=int(row["quality"]), architecture=row["architecture"],
+            N=int(row["N"]), M=int(row["M"]), metric=row["metric"], file=row["file"],
+            sha256=row["sha256"], info=row,
+        )
+        out[m.spec] = m
+    return out
+
+
+def _parse_options(parts: list[str]) -> dict[str, Any]:
+    opts: dict[str, Any] = {"quality": None, "metric": None, "source": None, "N": None, "M": None}
+    for part in parts:
+        low = part.lower()
+        if low in METRICS:
+            opts["metric"] = low
+        elif low in ("pretrained", "random"):
+            opts["source"] = low
+        elif low.startswith("q") and low[1:].isdigit():
+            opts["quality"] = int(low[1:])
+        elif low.isdigit():
+            opts["quality"] = int(low)
+        elif low.startswith(("n=", "m=")) and low[2:].isdigit():
+            opts[low[0].upper()] = int(low[2:])
+        else:
+            raise CodecLoadError(f"cannot understand {part!r} in a codec spec (see robustnic.codecs.zoo)")
+    return opts
+
+
+def load_shipped(spec: str, device: str | torch.device = "cpu", weights_dir: Path | None = None) -> LearnedCodec:
+    """Load a shipped model (``family:qK``), checking its sha256 against the manifest."""
+    weights_dir = weights_dir or WEIGHTS_DIR
+    manifest = read_manifest(weights_dir)
+    family, _, rest = spec.partition(":")
+    if ":" not in spec or spec not in manifest:
+        qualities = sorted(m.quality for m in manifest.values() if m.family == family)
+        if qualities and not rest:
+            spec = f"{family}:q{qualities[len(qualities) // 2]}"
+        if spec not in manifest:
+            raise CodecLoadError(f"no shipped model {spec!r}; shipped: {', '.join(sorted(manifest)) or 'none'}")
+    row = manifest[spec]
+    path = weights_dir / row.file
+    if not path.is_file():
+        raise CodecLoadError(f"shipped model file {path} is missing")
+    if file_sha256(path) != row.sha256:
+        raise CodecLoadError(f"shipped model file {path} does not match its manifest sha256 (corrupt?)")
+    net = get_architecture(row.architecture).build(row.N, row.M)
+    load_into(net, read_state_dict(path), str(path))
+    return LearnedCodec(net, name=row.spec, quality=row.quality, metric=row.metric, device=device)
+
+
+def load_checkpoint_codec(
+    path: str | os.PathLike, architecture: str | None = None, device: str | torch.device = "cpu",
+    quality: int = 0, metric: str = "mse",
+) -> LearnedCodec:
+    """A codec from a CompressAI-format checkpoint file (weights_only loading, clear mismatch errors)."""
+    state_dict = read_state_dict(path)
+    try:
+        arch = architecture or infer_architecture(state_dict)
+        N, M = widths_of(arch, state_dict)
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: not a CompressAI image model state dict (no key {exc})") from None
+    net = get_architecture(arch).build(N, M)
+    load_into(net, state_dict, f"{path} (as {arch} N={N} M={M})")
+    return LearnedCodec(net, name=f"{arch}@{Path(path).name}", quality=quality, metric=metric, device=device)
+
+
+def load_pretrained(arch: str, quality: int, metric: str = "mse", device: str | torch.device = "cpu") -> LearnedCodec:
+    """CompressAI's own pretrained weights through its zoo (downloads once into torch's hub cache)."""
+    from compressai.zoo import image as compressai_zoo
+
+    get_architecture(arch).widths(quality)  # validates the quality
+    builder = getattr(compressai_zoo, arch.replace("-", "_"))
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        net = builder(quality=quality, metric=metric, pretrained=True, progress=False)
+    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
+        raise CodecLoadError(
+            f"could not get CompressAI's pretrained {arch} q{quality} ({metric}): {str(exc)[:160]}. "
+            f"Offline? Use a model robustnic ships (e.g. {DEFAULT_MODEL!r}; list: `robustnic models`) "
+            f"or a local checkpoint file path."
+        ) from None
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+    return LearnedCodec(net, name=f"{arch}:q{quality}:{metric}", quality=quality, metric=metric, device=device)
+
+
+def load_codec(spec: str | CompressionModel | Codec, device: str | torch.device = "cpu") -> Codec:
+    """Resolve any codec spec (see module docstring) into a ready :class:`Codec`."""
+    if isinstance(spec, Codec):
+        return spec.to(device)
+    if isinstance(spec, CompressionModel):
+        return LearnedCodec(spec, device=device)
+    if not isinstance(spec, str) or not spec.strip():
+        raise CodecLoadError(f"codec spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    head, _, tail = spec.partition(":")
+    if head.lower() in CLASSICAL_FORMATS:
+        opts = _parse_options(tail.split(":") if tail else [])
+        return ClassicalCodec(head.lower(), opts["quality"])
+    if "@" in spec and spec.split("@", 1)[0] in ARCHITECTURES:
+        arch, path = spec.split("@", 1)
+        return load_checkpoint_codec(path, arch, device)
+    if Path(spec).suffix in (".pt", ".pth", ".tar", ".ckpt") or Path(spec).is_file():
+        return load_checkpoint_codec(spec, None, device)
+    if head in ARCHITECTURES:
+        arch = get_architecture(head)
+        opts = _parse_options(tail.split(":") if tail else [])
+        metric = opts["metric"] or "mse"
+        if opts["source"] == "random":
+            if opts["N"]:
+                N, M = opts["N"], opts["M"] or opts["N"]
+            else:
+                N, M = arch.widths(opts["quality"] or 3)
+            return LearnedCodec(arch.build(N, M), name=spec, quality=opts["quality"] or 0, metric=metric, device=device)
+        return load_pretrained(head, opts["quality"] or 3, metric, device)
+    return load_shipped(spec, device)
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Rows describing every shipped model (for ``robustnic models``)."""
+    return [m.info | {"spec": m.spec} for m in read_manifest().values()]
