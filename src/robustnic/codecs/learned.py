@@ -63,9 +63,10 @@ def is_updated(net: CompressionModel) -> bool:
 class LearnedCodec(Codec):
     """Wrap any CompressAI image model (built, loaded or trained) as a codec.
 
-    Parameters are frozen (attacks differentiate with respect to the input only); the trainer
-    unfreezes ``codec.net`` itself. The entropy coder tables are built with ``update()`` if the
-    model has none yet.
+    By default the parameters are frozen and the net is put in eval mode (attacks differentiate
+    with respect to the input only); pass ``freeze=False`` to wrap a net that is being trained
+    (adversarial fine-tuning attacks the live model). The entropy coder tables are built with
+    ``update()`` if the model has none yet.
     """
 
     differentiable = True
@@ -77,9 +78,11 @@ class LearnedCodec(Codec):
         quality: int = 0,
         metric: str | None = "mse",
         device: str | torch.device = "cpu",
+        freeze: bool = True,
     ):
-        self.net = net.eval()
-        self.net.requires_grad_(False)
+        self.net = net
+        if freeze:
+            net.eval().requires_grad_(False)
         self.arch = architecture_of(net)
         self.name = name or (self.arch.name if self.arch else type(net).__name__)
         self.codec_code = self.arch.code if self.arch else container.CODEC_CUSTOM

@@ -1,0 +1,1 @@
+"""The ``robustnic`` command line: a thin layer, one module per command in ``cli/commands``."""

@@ -1,0 +1,45 @@
+"""Options shared by several commands, defined once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from robustnic.codecs.zoo import DEFAULT_MODEL
+
+
+def add_model(p: argparse.ArgumentParser, multiple: bool = False) -> None:
+    help_ = "codec spec (shipped name like hyperprior-small:q2, ARCH:qK[:pretrained], checkpoint path, jpeg:q75)"
+    if multiple:
+        p.add_argument("--model", "-m", action="append", default=None, help=help_ + "; repeatable")
+    else:
+        p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=help_ + f" (default {DEFAULT_MODEL})")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+
+
+def add_images(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--images", "-i", default="bundled", required=required,
+                   help="a folder of images, one image file, or 'bundled' (held-out photos shipped by packages)")
+    p.add_argument("--crop", type=int, default=None, help="centre-crop every image to this size (pixels)")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse images larger than this many pixels")
+
+
+def add_seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def print_json(obj: Any) -> None:
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def out_dir(path: str) -> Path:
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    return p

@@ -1,0 +1,85 @@
+"""Quality and rate metrics, computed like CompressAI's ``eval_model``.
+
+PSNR and MS-SSIM are measured on 8-bit values (both images rounded to integers in 0..255), on the
+image's own area (callers pass cropped tensors; padding never enters a metric).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pytorch_msssim import ms_ssim as _ms_ssim
+
+#: MS-SSIM with 5 scales and an 11-pixel window needs sides larger than this.
+MS_SSIM_MIN_SIDE = 161
+
+
+def _as_8bit(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().float().mul(255).clamp(0, 255).round()
+
+
+def mse_8bit(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean squared error of two [0, 1] images after rounding to 8 bits, in [0, 1]² units."""
+    return torch.mean((_as_8bit(a) - _as_8bit(b)) ** 2).item() / 255.0**2
+
+
+def mse_to_psnr(mse: float, peak: float = 1.0) -> float:
+    """PSNR in dB for an MSE (``inf`` for identical images)."""
+    return float("inf") if mse <= 0 else 10 * math.log10(peak**2 / mse)
+
+
+def psnr_to_mse(psnr: float, peak: float = 1.0) -> float:
+    """MSE for a PSNR in dB."""
+    return peak**2 / 10 ** (psnr / 10)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB between two [0, 1] images, on 8-bit values (CompressAI's ``psnr-rgb``)."""
+    return mse_to_psnr(mse_8bit(a, b))
+
+
+def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """MS-SSIM on 8-bit values (CompressAI's ``ms-ssim-rgb``); None for images too small for 5 scales."""
+    if min(a.shape[-2:]) <= MS_SSIM_MIN_SIDE:
+        return None
+    return _ms_ssim(_as_8bit(a), _as_8bit(b), data_range=255).item()
+
+
+def estimated_bits(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Total information content in bits of all latents (y and the hyperprior's z), differentiable.
+
+    Summed per batch element: returns a ``(B,)`` tensor.
+    """
+    total = 0
+    for lk in likelihoods.values():
+        total = total + torch.log2(lk).flatten(1).sum(1)
+    return -total
+
+
+def estimated_bpp(likelihoods: dict[str, torch.Tensor], num_pixels: int) -> torch.Tensor:
+    """Estimated bits per pixel from latent likelihoods, per batch element (differentiable)."""
+    return estimated_bits(likelihoods) / num_pixels
+
+
+def delta_psnr(x: torch.Tensor, x_adv: torch.Tensor, x_hat: torch.Tensor, x_hat_adv: torch.Tensor) -> float:
+    """Chen & Ma's VI = 10·log10(MSE(x̂(x'), x̂(x)) / MSE(x', x)): how much the codec amplifies δ."""
+    out, inp = mse_8bit(x_hat_adv, x_hat), mse_8bit(x_adv, x)
+    if inp == 0:
+        return float("nan")
+    if out == 0:
+        return float("-inf")
+    return 10 * math.log10(out / inp)
+
+
+__all__ = [
+    "MS_SSIM_MIN_SIDE",
+    "delta_psnr",
+    "estimated_bits",
+    "estimated_bpp",
+    "ms_ssim",
+    "mse_8bit",
+    "mse_to_psnr",
+    "psnr",
+    "psnr_to_mse",
+]

@@ -1,0 +1,32 @@
+"""Turn a training checkpoint into a shippable model file (fp16 weights, exact coder tables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from robustnic.codecs.architectures import get_architecture, infer_architecture, widths_of
+from robustnic.codecs.checkpoint import file_sha256, half_precision_copy, read_state_dict, save_checkpoint
+
+
+def export_model(checkpoint: str | Path, out_file: str | Path, half: bool = True) -> dict:
+    """Write a plain, updated CompressAI state dict to ``out_file``; return architecture, widths, sha256.
+
+    With ``half`` the float weights are rounded to fp16 *before* ``update()``, so the stored coder
+    tables are the ones the fp16 weights produce: decoding a shipped model is exact.
+    """
+    state = read_state_dict(checkpoint)
+    arch = infer_architecture(state)
+    N, M = widths_of(arch, state)
+    net = get_architecture(arch).build(N, M)
+    net.load_state_dict(state)
+    if half:
+        net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
+    net.update(force=True)
+    sd = net.state_dict()
+    save_checkpoint(half_precision_copy(sd) if half else sd, out_file)
+    return {"architecture": arch, "N": N, "M": M, "sha256": file_sha256(out_file),
+            "bytes": Path(out_file).stat().st_size}
+
+
+__all__ = ["export_model"]

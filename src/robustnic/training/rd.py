@@ -1,0 +1,255 @@
+"""Rate-distortion training of any zoo architecture, CompressAI-compatible and resumable.
+
+Loss (CompressAI's ``RateDistortionLoss``): ``λ·255²·MSE + bpp`` or ``λ·(1 − MS-SSIM) + bpp``, with
+bpp estimated from the latent likelihoods under additive-noise quantisation. The entropy
+bottleneck's quantiles have their own auxiliary loss and optimizer. A checkpoint ``last.pth.tar``
+(CompressAI's layout: ``state_dict``, ``optimizer``, ``aux_optimizer``, ...) is written atomically
+every ``checkpoint_every`` steps; rerunning the same command resumes from it, continuing the same
+random patch sequence. ``Trainer(perturb=...)`` lets adversarial fine-tuning replace part of each
+batch before the step (see :mod:`robustnic.defenses.finetune`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from compressai.models.base import CompressionModel
+from pytorch_msssim import ms_ssim
+from tqdm.auto import tqdm
+
+from robustnic.codecs.architectures import LAMBDAS, get_architecture
+from robustnic.codecs.checkpoint import extract_state_dict, read_checkpoint_file, save_checkpoint
+from robustnic.codecs.learned import LearnedCodec
+from robustnic.data.photos import bundled_photos, center_crop, training_photo_paths
+from robustnic.errors import RobustnicError
+from robustnic.metrics import psnr
+from robustnic.training.data import PatchSampler
+
+#: A hook that may replace part of a training batch: (net, batch, step) -> batch.
+Perturb = Callable[[CompressionModel, torch.Tensor, int], torch.Tensor]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved inside every checkpoint)."""
+
+    architecture: str = "bmshj2018-hyperprior"
+    N: int = 64
+    M: int = 96
+    metric: str = "mse"
+    lmbda: float = LAMBDAS["mse"][3]
+    steps: int = 10000
+    batch_size: int = 8
+    patch_size: int = 128
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    #: (fraction of steps, factor): the learning rate is multiplied by factor from that point on.
+    lr_drops: list[tuple[float, float]] = field(default_factory=lambda: [(0.8, 0.3), (0.95, 0.3)])
+    clip_max_norm: float = 1.0
+    seed: int = 0
+    images: list[str] = field(default_factory=list)  # empty: robustnic's training photos
+    val_every: int = 1000
+    val_crop: int = 256
+    checkpoint_every: int = 200
+    init_from: str | None = None  # warm start: copy every tensor whose name and shape match
+    threads: int | None = None
+
+    def validate(self) -> None:
+        get_architecture(self.architecture)
+        if self.metric not in LAMBDAS:
+            raise RobustnicError(f"metric must be one of {list(LAMBDAS)}, got {self.metric!r}")
+        if self.metric == "ms-ssim" and self.patch_size <= 160:
+            raise RobustnicError("MS-SSIM training needs patch_size > 160 (5 scales, 11-pixel window)")
+        if self.patch_size % 64:
+            raise RobustnicError("patch_size must be a multiple of 64")
+        if self.steps < 1 or self.batch_size < 1:
+            raise RobustnicError("steps and batch_size must be positive")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate at ``step`` (a pure function of the step: nothing to restore on resume)."""
+        lr = self.lr
+        for frac, factor in self.lr_drops:
+            if step >= frac * self.steps:
+                lr *= factor
+        return lr
+
+
+def rd_loss(out: dict, x: torch.Tensor, lmbda: float, metric: str = "mse") -> dict[str, torch.Tensor]:
+    """CompressAI's rate-distortion loss on a forward output; returns loss, bpp, mse (and ms-ssim)."""
+    num_pixels = x.shape[0] * x.shape[2] * x.shape[3]
+    bpp = sum(torch.log(lk).sum() for lk in out["likelihoods"].values()) / (-math.log(2) * num_pixels)
+    mse = torch.mean((out["x_hat"] - x) ** 2)
+    terms = {"bpp": bpp, "mse": mse}
+    if metric == "mse":
+        terms["loss"] = lmbda * 255**2 * mse + bpp
+    else:
+        terms["ms-ssim"] = ms_ssim(out["x_hat"].clamp(0, 1), x, data_range=1.0)
+        terms["loss"] = lmbda * (1 - terms["ms-ssim"]) + bpp
+    return terms
+
+
+def _split_parameters(net: torch.nn.Module) -> tuple[list, list]:
+    main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
+    aux = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
+    return main, aux
+
+
+def warm_start(net: torch.nn.Module, source: str) -> tuple[int, int]:
+    """Copy every tensor of a checkpoint (or shipped model spec) whose name and shape match."""
+    if Path(source).is_file():
+        state = extract_state_dict(read_checkpoint_file(source), source)
+    else:
+        from robustnic.codecs.zoo import load_codec
+
+        state = load_codec(source).net.state_dict()
+    own = net.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    own.update(matched)
+    net.load_state_dict(own)
+    return len(matched), len(own)
+
+
+class Trainer:
+    """Runs (or resumes) one training run in ``out_dir``.
+
+    >>> trainer = Trainer(TrainConfig(N=16, M=24, steps=10), "runs/tiny")   # doctest: +SKIP
+    >>> trainer.fit()                                                        # doctest: +SKIP
+    """
+
+    CHECKPOINT = "last.pth.tar"
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: str | Path,
+        perturb: Perturb | None = None,
+        device: str | torch.device = "cpu",
+        sampler: PatchSampler | None = None,
+        val_images: dict[str, torch.Tensor] | None = None,
+        progress: bool = True,
+    ):
+        config.validate()
+        self.config, self.out_dir, self.perturb = config, Path(out_dir), perturb
+        self.device, self.progress = torch.device(device), progress
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.net = get_architecture(config.architecture).build(config.N, config.M).to(self.device)
+        self.init_report = warm_start(self.net, config.init_from) if config.init_from else None
+        self.net.requires_grad_(True)
+        main, aux = _split_parameters(self.net)
+        self.optimizer = torch.optim.Adam(main, lr=config.lr)
+        self.aux_optimizer = torch.optim.Adam(aux, lr=config.aux_lr)
+        self.sampler = sampler or PatchSampler(
+            config.images or [str(p) for p in training_photo_paths()], config.patch_size, seed=config.seed
+        )
+        self.val_images = val_images if val_images is not None else bundled_photos(crop=config.val_crop)
+        self.step, self.elapsed, self.history = 0, 0.0, []
+        self.resumed = self._resume()
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / self.CHECKPOINT
+
+    # ----- checkpoints -------------------------------------------------------------------
+    def _resume(self) -> bool:
+        if not self.checkpoint_path.is_file():
+            return False
+        ckpt = read_checkpoint_file(self.checkpoint_path)
+        saved = ckpt.get("config", {})
+        for key in ("architecture", "N", "M", "metric"):
+            if saved.get(key) != getattr(self.config, key):
+                raise RobustnicError(
+                    f"{self.checkpoint_path} was trained with {key}={saved.get(key)!r}, not "
+                    f"{getattr(self.config, key)!r}: use another --out folder"
+                )
+        self.net.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.aux_optimizer.load_state_dict(ckpt["aux_optimizer"])
+        self.sampler.generator.set_state(ckpt["sampler_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        self.step, self.elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        self.history = json.loads(ckpt["history"])
+        return True
+
+    def save(self) -> None:
+        """Write ``last.pth.tar`` atomically (CompressAI layout plus what resuming needs)."""
+        save_checkpoint(
+            {
+                "state_dict": self.net.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "aux_optimizer": self.aux_optimizer.state_dict(),
+                "epoch": self.step,
+                "step": self.step,
+                "elapsed": self.elapsed,
+                "config": json.loads(json.dumps(asdict(self.config))),
+                "sampler_rng": self.sampler.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "history": json.dumps(self.history),
+            },
+            self.checkpoint_path,
+        )
+
+    # ----- one step ------------------------------------------------------------------------
+    def train_step(self) -> dict[str, float]:
+        """Sample a batch, optionally perturb it, take one RD step and one auxiliary step."""
+        cfg = self.config
+        x = self.sampler.sample(cfg.batch_size).to(self.device)
+        if self.perturb is not None:
+            x = self.perturb(self.net, x, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr_at(self.step)
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        terms = rd_loss(self.net(x), x, cfg.lmbda, cfg.metric)
+        terms["loss"].backward()
+        if cfg.clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.clip_max_norm)
+        self.optimizer.step()
+        aux_loss = self.net.aux_loss()
+        aux_loss.backward()
+        self.aux_optimizer.step()
+        self.step += 1
+        return {k: v.item() for k, v in terms.items()} | {"aux": aux_loss.item()}
+
+    def validate(self) -> dict[str, float]:
+        """Clean RD on the validation photos, from real bitstreams (a frozen copy of the model)."""
+        codec = LearnedCodec(copy.deepcopy(self.net).cpu(), name="validation")
+        codec.net.update(force=True)
+        codec.refresh()
+        bpps, psnrs = [], []
+        for x in self.val_images.values():
+            coded = codec.roundtrip(center_crop(x, self.config.val_crop))
+            bpps.append(coded.bpp)
+            psnrs.append(psnr(x if x.shape == coded.x_hat.shape else center_crop(x, self.config.val_crop), coded.x_hat))
+        return {"bpp": sum(bpps) / len(bpps), "psnr-rgb": sum(psnrs) / len(psnrs)}
+
+    def fit(self) -> dict:
+        """Train until ``config.steps``; checkpoint, validate and show progress on the way."""
+        cfg = self.config
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=f"train {cfg.architecture}")
+        running: dict[str, float] = {}
+        while self.step < cfg.steps:
+            t0 = time.perf_counter()
+            terms = self.train_step()
+            self.elapsed += time.perf_counter() - t0
+            running = {k: 0.98 * running.get(k, v) + 0.02 * v for k, v in terms.items()}
+            bar.update(1)
+            bar.set_postfix(loss=f"{running['loss']:.3f}", bpp=f"{running['bpp']:.3f}",
+                            psnr=f"{-10 * math.log10(max(running['mse'], 1e-10)):.2f}")
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                self.history.append({"step": self.step, "train": running, "val": self.validate(),
+                                     "elapsed": self.elapsed})
+                bar.write(json.dumps(self.history[-1]))
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save()
+        bar.close()
+        return {"step": self.step, "elapsed": self.elapsed, "history": self.history}
