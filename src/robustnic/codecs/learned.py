@@ -101,6 +101,11 @@ class LearnedCodec(Codec):
         self.net.to(self.device)
         return self
 
+    @property
+    def fingerprint(self) -> str:
+        """Hex of the 4 fingerprint bytes written into every bitstream header."""
+        return self._fingerprint.hex()
+
     def _model_tag(self) -> bytes:
         return self._fingerprint
 

@@ -188,3 +188,22 @@ def load_codec(spec: str | CompressionModel | Codec, device: str | torch.device 
 def list_models() -> list[dict[str, Any]]:
     """Rows describing every shipped model (for ``robustnic models``)."""
     return [m.info | {"spec": m.spec} for m in read_manifest().values()]
+
+
+def codec_for_bitstream(data: bytes, device: str | torch.device = "cpu") -> Codec:
+    """The codec that wrote ``data``: a classical codec from its header, or the shipped model whose
+    weight fingerprint the header names. Raises :class:`BitstreamError` when none matches."""
+    from robustnic.codecs import container
+    from robustnic.errors import BitstreamError
+
+    header, _ = container.unpack(data)
+    for fmt, (code, _, _) in CLASSICAL_FORMATS.items():
+        if header.codec == code:
+            return ClassicalCodec(fmt, header.quality)
+    for row in read_manifest().values():
+        if bytes.fromhex(row.info.get("fingerprint", "")) == header.model:
+            return load_shipped(row.spec, device)
+    raise BitstreamError(
+        f"bitstream was written by a model robustnic does not ship (fingerprint {header.model.hex()}); "
+        "name it with --model"
+    )

@@ -89,14 +89,17 @@ def bundled_photos(
     return out
 
 
-def load_photo_set(spec: str, crop: int | None = None) -> dict[str, torch.Tensor]:
-    """Images named by a CLI spec: ``bundled`` (held-out photos), a folder, or a single file."""
-    from robustnic.data.images import image_paths
+def load_photo_set(spec: str, crop: int | None = None, max_pixels: int | None = None) -> dict[str, torch.Tensor]:
+    """Images named by a CLI spec: ``bundled`` (held-out photos), a folder, or a single file.
+
+    ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) refuses larger images before decoding them.
+    """
+    from robustnic.data.images import DEFAULT_MAX_PIXELS, image_paths
 
     if spec in ("bundled", "heldout"):
         return bundled_photos(crop=crop)
     out = {}
     for p in image_paths(spec):
-        x = load_image(p)
+        x = load_image(p, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
         out[p.stem] = center_crop(x, crop) if crop is not None else x
     return out

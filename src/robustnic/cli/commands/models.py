@@ -1,0 +1,30 @@
+"""``robustnic models``: the models robustnic ships (offline) and the architectures it knows."""
+
+from __future__ import annotations
+
+import argparse
+
+from robustnic.codecs.architectures import ARCHITECTURES
+from robustnic.codecs.zoo import list_models
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list shipped models and known architectures")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = list_models()
+    print(f"{'spec':<24} {'architecture':<22} {'N':>4} {'M':>4} {'metric':<8} {'lambda':>8} {'bpp':>7} {'PSNR':>7}")
+    for r in rows:
+        rd = r.get("rd", {})
+        bpp, db = rd.get("bpp"), rd.get("psnr-rgb")
+        print(f"{r['spec']:<24} {r['architecture']:<22} {r['N']:>4} {r['M']:>4} {r['metric']:<8} "
+              f"{r.get('lambda', 0):>8.4g} {bpp if bpp is None else f'{bpp:.3f}':>7} {db if db is None else f'{db:.2f}':>7}")
+    if not rows:
+        print("(no shipped models found)")
+    print("\narchitectures (CompressAI; pretrained weights need internet once):")
+    for a in ARCHITECTURES.values():
+        print(f"  {a.name:<22} {a.paper}")
+    print("classical: jpeg:qQ, webp:qQ (Pillow)")
+    return 0

@@ -1,0 +1,140 @@
+"""How robustnic's shipped models are made: the plan (a table) and the build that follows it.
+
+``python -m robustnic.training.zoo [--only FAMILY:qK ...]`` trains (resuming), exports to fp16,
+evaluates on the held-out photos from real bitstreams and records each model in
+``weights/manifest.json``, one row at a time (atomic, locked), so partial progress is shipped.
+Every row records the equivalent ``robustnic train`` command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import shlex
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from robustnic.codecs.evaluate import evaluate_codec
+from robustnic.codecs.zoo import WEIGHTS_DIR, load_shipped
+from robustnic.data.photos import bundled_photos
+from robustnic.training.export import export_model
+from robustnic.training.rd import TrainConfig, Trainer
+from robustnic.utils.io import atomic_write_text
+
+RUNS = Path("runs/zoo")
+BASE = str(RUNS / "hyperprior-small-q2" / Trainer.CHECKPOINT)
+
+
+@dataclass
+class PlannedModel:
+    family: str
+    quality: int
+    config: TrainConfig
+    note: str = ""
+
+    @property
+    def spec(self) -> str:
+        return f"{self.family}:q{self.quality}"
+
+    @property
+    def run_dir(self) -> Path:
+        return RUNS / f"{self.family}-q{self.quality}"
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(N=64, M=96, batch_size=8, patch_size=128, val_every=1000, checkpoint_every=200, threads=1, seed=0)
+    return TrainConfig(**(base | kw))
+
+
+_DERIVED = dict(steps=2000, lr=1e-4, lr_drops=[(0.75, 0.3)], init_from=BASE)
+
+PLAN: list[PlannedModel] = [
+    PlannedModel("hyperprior-small", 2, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0067, steps=9000, lr=3e-4,
+                                             lr_drops=[(0.7, 0.3), (0.9, 0.3)]), "trained from scratch"),
+    PlannedModel("hyperprior-small", 1, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0035, **_DERIVED),
+                 "fine-tuned from hyperprior-small:q2 at a lower lambda"),
+    PlannedModel("hyperprior-small", 3, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.013, **_DERIVED),
+                 "fine-tuned from hyperprior-small:q2 at a higher lambda"),
+    PlannedModel("factorized-small", 2, _cfg(architecture="bmshj2018-factorized", lmbda=0.0067, **_DERIVED | {"lr": 2e-4}),
+                 "g_a/g_s initialised from hyperprior-small:q2"),
+    PlannedModel("mean-small", 2, _cfg(architecture="mbt2018-mean", lmbda=0.0067, **_DERIVED | {"lr": 2e-4}),
+                 "g_a/g_s initialised from hyperprior-small:q2"),
+    PlannedModel("joint-small", 2, _cfg(architecture="mbt2018", lmbda=0.0067, **_DERIVED | {"lr": 2e-4}),
+                 "g_a/g_s initialised from hyperprior-small:q2"),
+    PlannedModel("hyperprior-ssim", 2, _cfg(architecture="bmshj2018-hyperprior", metric="ms-ssim", lmbda=8.73,
+                                            batch_size=4, patch_size=192, **_DERIVED | {"steps": 1500}),
+                 "MS-SSIM loss, fine-tuned from hyperprior-small:q2"),
+]
+
+
+def train_command(cfg: TrainConfig, out: Path) -> str:
+    """The ``robustnic train`` command line equivalent to ``cfg``."""
+    parts = ["robustnic", "train", "--arch", cfg.architecture, "--N", str(cfg.N), "--M", str(cfg.M),
+             "--metric", cfg.metric, "--lmbda", str(cfg.lmbda), "--steps", str(cfg.steps),
+             "--batch-size", str(cfg.batch_size), "--patch-size", str(cfg.patch_size), "--lr", str(cfg.lr)]
+    for frac, factor in cfg.lr_drops:
+        parts += ["--lr-drop", f"{frac}:{factor}"]
+    if cfg.init_from:
+        parts += ["--init-from", cfg.init_from]
+    parts += ["--threads", str(cfg.threads or 1), "--seed", str(cfg.seed), "--out", str(out)]
+    return shlex.join(parts)
+
+
+@contextmanager
+def manifest_lock(weights_dir: Path) -> Iterator[dict]:
+    """Read-modify-write the manifest under an exclusive lock (several builds may run at once)."""
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    with open(weights_dir / ".manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = weights_dir / "manifest.json"
+        manifest = json.loads(path.read_text()) if path.is_file() else {"models": []}
+        yield manifest
+        manifest["models"].sort(key=lambda r: (r["family"], r["quality"]))
+        atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+
+
+def build(planned: PlannedModel, weights_dir: Path = WEIGHTS_DIR) -> dict:
+    """Train (or resume), export, evaluate and record one planned model; returns its manifest row."""
+    trainer = Trainer(planned.config, planned.run_dir)
+    result = trainer.fit()
+    file_name = f"{planned.family}-q{planned.quality}.pt"
+    info = export_model(trainer.checkpoint_path, weights_dir / file_name)
+    row = {
+        "family": planned.family, "quality": planned.quality, "architecture": info["architecture"],
+        "N": info["N"], "M": info["M"], "metric": planned.config.metric, "lambda": planned.config.lmbda,
+        "file": file_name, "sha256": info["sha256"], "bytes": info["bytes"], "steps": result["step"],
+        "train_seconds": round(result["elapsed"], 1), "note": planned.note,
+        "command": train_command(planned.config, planned.run_dir),
+        "config": json.loads(json.dumps(asdict(planned.config))),
+    }
+    with manifest_lock(weights_dir) as manifest:  # provisional row so the model can be loaded
+        manifest["models"] = [r for r in manifest["models"] if (r["family"], r["quality"]) != (planned.family, planned.quality)]
+        manifest["models"].append(row | {"fingerprint": ""})
+    codec = load_shipped(planned.spec, weights_dir=weights_dir)
+    row["fingerprint"] = codec.fingerprint
+    t0 = time.perf_counter()
+    row["rd"] = evaluate_codec(codec, bundled_photos(), progress=False)["results"]
+    row["rd"]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    with manifest_lock(weights_dir) as manifest:
+        manifest["models"] = [r for r in manifest["models"] if (r["family"], r["quality"]) != (planned.family, planned.quality)]
+        manifest["models"].append(row)
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--only", action="append", help="build only these specs (family:qK); default all, in order")
+    args = p.parse_args(argv)
+    for planned in PLAN:
+        if args.only and planned.spec not in args.only:
+            continue
+        row = build(planned)
+        print(json.dumps({"spec": planned.spec, "rd": row["rd"], "steps": row["steps"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
