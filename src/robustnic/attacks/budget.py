@@ -38,7 +38,11 @@ _BISECTION_STEPS = 40
 
 def _grid_diff(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
     """``255·(x_adv - x)`` per image, flattened, in float64; snapped to integers when on the grid."""
-    d = (x_adv.detach().double() - x.detach().double()).flatten(1) * 255.0
+    return _snap((x_adv.detach().double() - x.detach().double()).flatten(1) * 255.0)
+
+
+def _snap(d: torch.Tensor) -> torch.Tensor:
+    """Snap float64 grid-unit differences within float32 round-off of an integer onto it."""
     snapped = d.round()
     return torch.where((d - snapped).abs() < 1e-3, snapped, d)
 
@@ -138,7 +142,7 @@ class Budget(ABC):
             return (x64 + s.view(-1, 1, 1, 1) * v).round().clamp(0.0, 255.0)
 
         def fits(s: torch.Tensor) -> torch.Tensor:
-            return self._fits((candidate(s) - x64).flatten(1))
+            return self._fits(_snap((candidate(s) - x64).flatten(1)))
 
         lo = torch.zeros(B, dtype=torch.float64, device=x.device)
         hi = torch.full_like(lo, float(s_max))

@@ -15,7 +15,10 @@ Layout (all integers little-endian; ``varint`` = unsigned LEB128)::
     n_strings  u8, then per string: varint length, bytes
     crc32      u32      over every byte before it
 
-A truncated, corrupted or foreign file raises :class:`~robustnic.errors.BitstreamError`.
+A truncated, corrupted or foreign file raises :class:`~robustnic.errors.BitstreamError`. Before any
+payload is decoded, the declared image must be at most :data:`MAX_PIXELS` pixels (a 100-byte file
+must not make the decoder allocate gigabytes), and :func:`guard_rans_strings` prepares entropy-coded
+strings so that CompressAI's rANS decoder, which does no bounds checking, cannot read past them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ METRIC_NAMES = {v: k for k, v in METRIC_CODES.items()}
 CODEC_JPEG, CODEC_WEBP, CODEC_CUSTOM = 100, 101, 255
 MAX_SIDE = 1 << 20
 MAX_STRINGS = 16
+MAX_SHAPE = 8
+#: Largest image (height x width) a container may declare: robustnic's default image limit
+#: (``robustnic.data.images.DEFAULT_MAX_PIXELS``, 36 MP). Pass ``max_pixels`` to raise it.
+MAX_PIXELS = 36_000_000
 
 
 @dataclass
@@ -87,11 +94,23 @@ class _Reader:
         raise BitstreamError(f"bitstream field {what} is not a valid varint")
 
 
+def check_declared_size(height: int, width: int, max_pixels: int | None = None) -> None:
+    """Raise :class:`BitstreamError` if a bitstream's image is empty or over ``max_pixels``."""
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if height < 1 or width < 1:
+        raise BitstreamError(f"bitstream declares an empty image ({height}x{width})")
+    if height * width > limit:
+        raise BitstreamError(
+            f"bitstream declares a {width}x{height} image ({height * width / 1e6:.1f} MP), over the "
+            f"decoding limit of {limit / 1e6:.1f} MP (raise it with max_pixels)"
+        )
+
+
 def pack(header: Header, strings: list[bytes]) -> bytes:
     """Serialise a header and the entropy-coded strings into container bytes."""
     if not 0 <= header.transform < 8:
         raise ValueError("transform index must be in 0..7")
-    if len(strings) > MAX_STRINGS or len(header.shape) > 255:
+    if len(strings) > MAX_STRINGS or len(header.shape) > MAX_SHAPE:
         raise ValueError("too many strings or shape entries")
     out = bytearray(MAGIC)
     out += bytes([VERSION, header.transform, header.codec, header.quality, METRIC_CODES[header.metric]])
@@ -107,8 +126,11 @@ def pack(header: Header, strings: list[bytes]) -> bytes:
     return bytes(out)
 
 
-def unpack(data: bytes) -> tuple[Header, list[bytes]]:
-    """Parse container bytes; raise :class:`BitstreamError` on any inconsistency."""
+def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, list[bytes]]:
+    """Parse container bytes; raise :class:`BitstreamError` on any inconsistency.
+
+    ``max_pixels`` bounds the declared image size (default :data:`MAX_PIXELS`).
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise BitstreamError(f"bitstream must be bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -130,12 +152,48 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         raise BitstreamError(f"unknown metric code {metric_code} in bitstream")
     height = r.varint("height", MAX_SIDE)
     width = r.varint("width", MAX_SIDE)
-    if height < 1 or width < 1:
-        raise BitstreamError(f"bitstream declares an empty image ({height}x{width})")
+    check_declared_size(height, width, max_pixels)
     model = r.take(4, "model fingerprint")
-    shape = tuple(r.varint("latent shape", MAX_SIDE) for _ in range(r.u8("shape length")))
-    strings = [r.take(r.varint("string length", body_end), "string") for _ in range(r.u8("string count"))]
+    n_shape = r.u8("shape length")
+    if n_shape > MAX_SHAPE:
+        raise BitstreamError(f"bitstream declares {n_shape} latent dimensions (max {MAX_SHAPE})")
+    shape = tuple(r.varint("latent shape", MAX_SIDE) for _ in range(n_shape))
+    n_strings = r.u8("string count")
+    if n_strings > MAX_STRINGS:
+        raise BitstreamError(f"bitstream declares {n_strings} strings (max {MAX_STRINGS})")
+    strings = [r.take(r.varint("string length", body_end), "string") for _ in range(n_strings)]
     if r.pos != body_end:
         raise BitstreamError(f"bitstream has {body_end - r.pos} unexpected trailing bytes")
     header = Header(codec, height, width, quality, METRIC_NAMES[metric_code], flags & 0x07, model, shape)
     return header, strings
+
+
+#: CompressAI's rANS coder (``compressai.ans``, Rans64) reads 32-bit words; a flushed stream holds
+#: at least the two words of the final state.
+RANS_WORD, RANS_MIN_BYTES = 4, 8
+#: Zero bytes appended per decoded symbol by :func:`guard_rans_strings`. The C++ decoder never
+#: checks the end of its buffer: a garbage string makes it read on, about one word per symbol in
+#: ordinary decoding plus bursts in its "bypass" escape mode, until it leaves mapped memory and the
+#: process dies (SIGSEGV). Measured worst case over the fuzz corpus: see benchmarks/RESULTS-hardening.md.
+RANS_GUARD_PER_SYMBOL = 16
+
+
+def guard_rans_strings(strings: list[bytes], max_symbols: int) -> list[bytes]:
+    """Check CompressAI rANS strings and return copies the decoder cannot read past.
+
+    Each string must be a whole number of 32-bit words and at least 8 bytes (what the encoder's
+    flush always writes); else :class:`BitstreamError`. The copies end in zero bytes: enough for
+    ``max_symbols`` decoded symbols (an upper bound of the latent elements one string codes) and
+    for a bypass burst fed by every byte of the string. Valid strings decode exactly as before:
+    the decoder stops reading where the encoder stopped writing.
+    """
+    out = []
+    for i, s in enumerate(strings):
+        if len(s) < RANS_MIN_BYTES or len(s) % RANS_WORD:
+            raise BitstreamError(
+                f"entropy-coded string {i} has {len(s)} bytes; rANS strings are whole 32-bit words, "
+                f"at least {RANS_MIN_BYTES} bytes"
+            )
+        guard = RANS_GUARD_PER_SYMBOL * max(int(max_symbols), 0) + 16 * len(s) + 256
+        out.append(bytes(s) + bytes(guard))
+    return out

@@ -1,0 +1,35 @@
+# robustnic: `make demo` installs into .venv and runs the main job; `make test` runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.robustnic-installed
+
+.PHONY: install demo test eval train-data zoo clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m robustnic.cli.main demo --out demo-out
+
+eval: install
+	$(PY) -m robustnic.cli.main eval --images bundled --out demo-out/eval \
+		$(foreach m,$(shell $(PY) -c "from robustnic.codecs import read_manifest; print(' '.join(read_manifest()))"),--model $(m))
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+# Training photos (Debian's mate-backgrounds nature photos); needs root.
+train-data:
+	apt-get update -qq && apt-get install -y -qq mate-backgrounds
+
+# Rebuild the shipped model zoo (CPU hours; resumable): see src/robustnic/weights/README.md
+zoo: install train-data
+	$(PY) -m robustnic.training.zoo
+
+clean:
+	rm -rf demo-out .pytest_cache

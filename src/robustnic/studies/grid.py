@@ -1,0 +1,297 @@
+"""The benchmark grid: a spec file expands into jobs; a runner executes the missing ones into a store.
+
+A spec (TOML, YAML or JSON) holds shared defaults and a list of studies; each study names a job kind
+(see :data:`robustnic.studies.jobs.JOB_KINDS`) and its axes - list-valued keys such as ``models``,
+``attacks``, ``budgets``, ``defenses`` and ``images`` - whose Cartesian product gives the jobs::
+
+    seed = 0
+    crop = 64
+    images = ["bundled:astronaut", "bundled:coffee"]   # image sets: bundled[:name], a folder, a file
+
+    [[study]]
+    kind = "attack"
+    models = ["hyperprior-small:q2"]
+    attacks = ["paper"]
+    budgets = ["psnr:40", "psnr:35"]
+    defenses = ["none", "self-ensemble"]
+    steps = 100
+
+Every job's configuration is complete (model and image files are fingerprinted by sha256), so its
+key (:func:`~robustnic.studies.store.job_key`, with :func:`code_version`) names exactly one result.
+:func:`run_grid` skips the keys the store already has, runs the rest (in worker processes when
+``workers > 1``) and commits each finished job as one row: a killed run resumes where it stopped.
+``shard=(i, n)`` keeps the i-th of n disjoint parts (by key), for machines writing separate stores
+that ``merge_stores`` joins later.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import hashlib
+import itertools
+import json
+import multiprocessing
+import os
+import threading
+import time
+import tomllib
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+from robustnic import __version__
+from robustnic.errors import RobustnicError
+from robustnic.studies.jobs import JOB_KINDS, JobOutput, execute
+from robustnic.studies.store import ResultStore, Row, job_key
+
+#: Sub-packages whose source defines what a job computes (hashed into :func:`code_version`).
+RESULT_PACKAGES = ("codecs", "attacks", "defenses", "studies", "data", "metrics", "utils")
+#: Keys a spec may set at the top level, inherited by every study.
+SHARED_KEYS = ("seed", "crop", "images")
+
+
+class SpecError(RobustnicError):
+    """A benchmark spec is unreadable or names something unknown."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: a kind and a complete, JSON-safe configuration."""
+
+    kind: str
+    config: dict[str, Any]
+    key: str
+
+    def describe(self) -> str:
+        """Short human label, e.g. ``attack hyperprior-small:q2 paper psnr:40 astronaut``."""
+        parts = [self.kind]
+        for name in ("model", "attack", "budget", "defense"):
+            value = self.config.get(name)
+            if value not in (None, "none"):
+                parts.append(str(value))
+        image = self.config.get("image")
+        if isinstance(image, dict):
+            parts.append(image["name"])
+        return " ".join(parts)
+
+
+_CODE_VERSION: str | None = None
+
+
+def code_version() -> str:
+    """``VERSION+HASH``: the package version and a hash of the source that computes results.
+
+    Editing any module under :data:`RESULT_PACKAGES` changes it, so stale rows are never reused.
+    """
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        root = Path(__file__).resolve().parent.parent
+        h = hashlib.sha256()
+        for package in RESULT_PACKAGES:
+            for path in sorted((root / package).rglob("*.py")):
+                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        _CODE_VERSION = f"{__version__}+{h.hexdigest()[:12]}"
+    return _CODE_VERSION
+
+
+# ----- specs -------------------------------------------------------------------------------------
+def load_spec(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a spec file (``.toml``, ``.yaml``/``.yml`` or ``.json``) into a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            spec = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            spec = yaml.safe_load(text)
+        elif suffix == ".json":
+            spec = json.loads(text)
+        else:
+            raise SpecError(f"{path}: spec must be .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise SpecError(f"{path}: cannot parse ({exc})") from None
+    except Exception as exc:  # yaml.YAMLError
+        if type(exc).__module__.startswith("yaml"):
+            raise SpecError(f"{path}: cannot parse ({exc})") from None
+        raise
+    if not isinstance(spec, dict):
+        raise SpecError(f"{path}: a spec is a mapping with a 'study' list")
+    return spec
+
+
+def _studies(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    studies = spec.get("study", spec.get("studies"))
+    if isinstance(studies, dict):
+        studies = [studies]
+    if not isinstance(studies, list) or not studies or not all(isinstance(s, dict) for s in studies):
+        raise SpecError("a spec needs at least one [[study]] table (with a 'kind')")
+    unknown = set(spec) - {"study", "studies", "name", *SHARED_KEYS}
+    if unknown:
+        raise SpecError(f"unknown top-level spec key(s) {sorted(unknown)}; allowed: study, name, {', '.join(SHARED_KEYS)}")
+    return studies
+
+
+def expand_spec(spec: dict[str, Any]) -> list[Job]:
+    """All jobs of a spec, in spec order, without duplicates (same key once)."""
+    version = code_version()
+    jobs: dict[str, Job] = {}
+    shared = {k: spec[k] for k in SHARED_KEYS if k in spec}
+    for index, study in enumerate(_studies(spec)):
+        kind_name = study.get("kind")
+        if kind_name not in JOB_KINDS:
+            raise SpecError(f"study {index + 1}: unknown kind {kind_name!r}; choose from {', '.join(JOB_KINDS)}")
+        kind = JOB_KINDS[kind_name]
+        params = {k: v for k, v in (shared | study).items() if k not in ("kind", "name")}
+        try:
+            for config in kind.expand(params):
+                job = Job(kind_name, config, job_key(config, version))
+                jobs.setdefault(job.key, job)
+        except RobustnicError as exc:
+            raise SpecError(f"study {index + 1} ({kind_name}): {exc}") from None
+    return list(jobs.values())
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (1 <= I <= N) -> ``(I, N)``."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SpecError(f"shard must look like I/N (e.g. 1/2), got {text!r}") from None
+    if not 1 <= i <= n:
+        raise SpecError(f"shard I/N needs 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+def select_shard(jobs: list[Job], shard: tuple[int, int] | None) -> list[Job]:
+    """Jobs of shard ``(i, n)``: those whose key, as a number, is ``i - 1`` modulo ``n``.
+
+    Depends only on the keys, so every machine computes the same disjoint split.
+    """
+    if shard is None:
+        return jobs
+    i, n = shard
+    return [j for j in jobs if int(j.key, 16) % n == i - 1]
+
+
+# ----- running -----------------------------------------------------------------------------------
+@dataclass
+class GridSummary:
+    """What a run did: ``done`` rows written now, ``skipped`` found finished, ``failed`` (key, error)."""
+
+    total: int
+    skipped: int = 0
+    done: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "skipped": self.skipped, "done": self.done,
+                "failed": [{"key": k, "error": e} for k, e in self.failed]}
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit this worker when the process that started it dies (e.g. ``kill -9`` of the runner)."""
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        time.sleep(0.5)
+
+
+def _worker_init(threads: int, parent: int) -> None:
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(threads)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _run_job(kind: str, config: dict[str, Any], device: str) -> tuple[JobOutput | None, float, str | None]:
+    t0 = time.perf_counter()
+    try:
+        return execute(kind, config, device), time.perf_counter() - t0, None
+    except Exception as exc:  # reported per job; the grid goes on
+        detail = traceback.format_exc(limit=4) if not isinstance(exc, RobustnicError) else ""
+        return None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}\n{detail}".strip()
+
+
+def run_grid(
+    jobs: list[Job],
+    store: str | os.PathLike,
+    workers: int = 1,
+    threads: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+    on_row: Callable[[Job, JobOutput], None] | None = None,
+) -> GridSummary:
+    """Run every job whose key ``store`` lacks; commit each result as its own row.
+
+    ``workers > 1`` runs jobs in that many spawned processes (each with ``threads`` torch threads);
+    ``workers == 1`` runs them here, also with ``threads`` threads (results do not depend on it).
+    A job that raises is reported in the summary and leaves no row, so a rerun retries it.
+    """
+    import torch
+
+    version = code_version()
+    with ResultStore(store) as results:
+        finished = results.keys()
+        pending = [j for j in jobs if j.key not in finished]
+        summary = GridSummary(total=len(jobs), skipped=len(jobs) - len(pending))
+        bar = tqdm(total=len(pending), desc="bench", unit="job", disable=not progress)
+
+        def record(job: Job, output: JobOutput | None, elapsed: float, error: str | None) -> None:
+            if output is None:
+                summary.failed.append((job.key, error or "unknown error"))
+                bar.write(f"failed: {job.describe()}: {(error or '').splitlines()[0]}")
+            else:
+                timing = output.timing | {"elapsed": elapsed, "device": device}
+                row = Row(job.key, job.kind, job.config, version, output.result, timing)
+                results.put(row, output.artifacts)
+                summary.done += 1
+                if on_row is not None:
+                    on_row(job, output)
+            bar.update(1)
+
+        if workers <= 1 or len(pending) <= 1:
+            old_threads = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                for job in pending:
+                    bar.set_postfix_str(job.describe()[:60])
+                    record(job, *_run_job(job.kind, job.config, device))
+            finally:
+                torch.set_num_threads(old_threads)
+        else:
+            context = multiprocessing.get_context("spawn")
+            with futures.ProcessPoolExecutor(
+                max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(threads, os.getpid())
+            ) as pool:
+                running = {pool.submit(_run_job, j.kind, j.config, device): j for j in pending}
+                try:
+                    for fut in futures.as_completed(running):
+                        record(running[fut], *fut.result())
+                except BaseException:
+                    for fut in running:
+                        fut.cancel()
+                    raise
+        bar.close()
+    return summary
+
+
+def run_spec(
+    spec: dict[str, Any] | str | os.PathLike,
+    store: str | os.PathLike,
+    shard: tuple[int, int] | None = None,
+    **kwargs: Any,
+) -> GridSummary:
+    """Expand a spec (dict or file), keep one shard, and :func:`run_grid` it into ``store``."""
+    spec = spec if isinstance(spec, dict) else load_spec(spec)
+    return run_grid(select_shard(expand_spec(spec), shard), store, **kwargs)

@@ -1,0 +1,352 @@
+"""Job kinds of the benchmark grid: what one row of the results store measures.
+
+Each kind is a :class:`JobKind` in :data:`JOB_KINDS` - its axes (expanded into a Cartesian product),
+its parameters with defaults, and a ``run(config, device) -> JobOutput`` function. Adding a kind is
+adding one entry; the grid runner, the store and the report read every kind the same way.
+
+==================  =====================================================================
+kind                one row holds
+==================  =====================================================================
+``rd``              clean rate-distortion of a (defended) codec on one image
+``attack``          an attack on one image, verified on real bitstreams (+ image panels)
+``recompression``   PSNR and bpp at every generation of re-encoding one image
+``transfer-image``  a perturbation crafted on each image, added to every other (matrix)
+``transfer-model``  adversarial images crafted on source models, decoded by target models
+==================  =====================================================================
+
+Configurations are complete and JSON-safe: models and images are fingerprinted (sha256) so a
+changed weight file or photo gives a new key.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from robustnic.codecs.base import Codec
+from robustnic.codecs.checkpoint import file_sha256
+from robustnic.codecs.zoo import load_codec, read_manifest
+from robustnic.data.images import image_paths, load_image, quantize_8bit, to_uint8
+from robustnic.data.photos import center_crop, heldout_photo_paths
+from robustnic.errors import RobustnicError
+from robustnic.metrics import psnr
+from robustnic.studies.store import Artifact
+
+
+@dataclass
+class JobOutput:
+    """What a job returns: measured values (JSON-safe), images, and wall-clock times."""
+
+    result: dict[str, Any]
+    artifacts: list[Artifact] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+# ----- images and models named in configurations ------------------------------------------------
+def resolve_images(value: str | list[str]) -> list[dict[str, str]]:
+    """Image-set specs -> image references ``{"name", "source", "sha256"}``.
+
+    A spec is ``bundled`` (every held-out photo), ``bundled:NAME``, a folder or an image file.
+    """
+    specs = [value] if isinstance(value, str) else list(value)
+    refs: list[dict[str, str]] = []
+    held = heldout_photo_paths() if any(str(s).startswith(("bundled", "heldout")) for s in specs) else {}
+    for spec in specs:
+        spec = str(spec)
+        head, _, name = spec.partition(":")
+        if head in ("bundled", "heldout"):
+            names = [name] if name else list(held)
+            for n in names:
+                if n not in held:
+                    raise RobustnicError(f"unknown bundled photo {n!r}; choose from {', '.join(held)}")
+                refs.append({"name": n, "source": f"bundled:{n}", "sha256": file_sha256(held[n])})
+        else:
+            for p in image_paths(spec):
+                refs.append({"name": p.stem, "source": str(p.resolve()), "sha256": file_sha256(p)})
+    if not refs:
+        raise RobustnicError("no images selected")
+    return refs
+
+
+def load_ref(ref: dict[str, str], crop: int | list[int] | None) -> torch.Tensor:
+    """Load an image reference (see :func:`resolve_images`), centre-cropped to ``crop``."""
+    source = ref["source"]
+    path = heldout_photo_paths()[source.split(":", 1)[1]] if source.startswith("bundled:") else Path(source)
+    x = load_image(path)
+    if crop is not None:
+        x = center_crop(x, crop if isinstance(crop, int) else tuple(crop))
+    return x.contiguous()
+
+
+def model_fingerprint(spec: str) -> str | None:
+    """sha256 of the weights a model spec names (shipped model or checkpoint file), else None.
+
+    Random and classical specs are fully described by the string itself (and the job's seed).
+    """
+    manifest = read_manifest()
+    if spec in manifest:
+        return manifest[spec].sha256
+    path = Path(spec.split("@", 1)[1]) if "@" in spec else Path(spec)
+    if path.suffix in (".pt", ".pth", ".tar", ".ckpt") and path.is_file():
+        return file_sha256(path)
+    return None
+
+
+def png_bytes(x: torch.Tensor) -> bytes:
+    """An image tensor as PNG bytes (8-bit)."""
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(x)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_tensor(data: bytes) -> torch.Tensor:
+    """PNG bytes -> ``(1, 3, H, W)`` float tensor."""
+    return load_image(data)
+
+
+# ----- defenses ------------------------------------------------------------------------------------
+def defense_names() -> list[str]:
+    """Defense names a spec may use ("none" plus what :mod:`robustnic.defenses` provides)."""
+    return ["none", *_defense_table()]
+
+
+def _defense_table() -> dict[str, Callable[[Codec], Codec]]:
+    try:
+        import robustnic.defenses as defenses
+    except ImportError:
+        return {}
+    table: dict[str, Callable[[Codec], Codec]] = {}
+    registry = getattr(defenses, "DEFENSES", None)
+    if isinstance(registry, dict):
+        table.update(registry)
+    if "self-ensemble" not in table and hasattr(defenses, "SelfEnsembleCodec"):
+        table["self-ensemble"] = defenses.SelfEnsembleCodec
+    return table
+
+
+def apply_defense(codec: Codec, defense: str | None) -> Codec:
+    """Wrap ``codec`` in the named defense (``none`` returns it unchanged)."""
+    if defense in (None, "", "none"):
+        return codec
+    table = _defense_table()
+    if defense not in table:
+        raise RobustnicError(f"unknown defense {defense!r}; choose from {', '.join(defense_names())}")
+    return table[defense](codec)
+
+
+def build_codec(spec: str, defense: str | None, seed: int, device: str) -> Codec:
+    """Load a codec spec (random weights drawn under ``seed``) and apply a defense."""
+    torch.manual_seed(seed)
+    return apply_defense(load_codec(spec, device), defense)
+
+
+# ----- the job kinds --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job: axes (expanded), parameters (with defaults) and the function that runs it.
+
+    The spec may give an axis as its plural (a list, e.g. ``models``) or singular (one value).
+    ``lists`` are parameters that are lists themselves (never expanded).
+    """
+
+    name: str
+    run: Callable[[dict[str, Any], str], JobOutput]
+    axes: tuple[str, ...]
+    params: dict[str, Any]
+    lists: tuple[str, ...] = ()
+    doc: str = ""
+
+    def expand(self, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Configurations of every job in a study (``params``: the study's keys merged with shared ones)."""
+        params = dict(params)
+        allowed = set(self.axes) | {a + "s" for a in self.axes} | set(self.params) | set(self.lists)
+        unknown = set(params) - allowed
+        if "images" in unknown and "image" not in self.axes:
+            unknown.discard("images")  # a shared key this kind does not use as an axis
+        if unknown:
+            raise RobustnicError(f"unknown key(s) {sorted(unknown)}; {self.name} takes {sorted(allowed)}")
+        values: dict[str, list[Any]] = {}
+        for axis in self.axes:
+            plural = axis + "s"
+            if plural in params and axis in params:
+                raise RobustnicError(f"give {axis!r} or {plural!r}, not both")
+            got = params.pop(plural, params.pop(axis, None))
+            if got is None:
+                if axis not in self.params:
+                    raise RobustnicError(f"missing {plural!r}")
+                got = self.params[axis]
+            got = got if isinstance(got, list) else [got]
+            if not got:
+                raise RobustnicError(f"{plural!r} is empty")
+            values[axis] = resolve_images(got) if axis == "image" else got
+        base = {k: params.get(k, v) for k, v in self.params.items() if k not in self.axes}
+        for k in self.lists:
+            if base.get(k) is not None and not isinstance(base[k], list):
+                base[k] = [base[k]]
+        missing = [k for k in self.lists if base.get(k) is None]
+        if missing:
+            raise RobustnicError(f"missing {missing}")
+        if "images" in self.lists:
+            base["images"] = resolve_images(base["images"])
+        for combo in itertools.product(*(values[a] for a in self.axes)):
+            config = base | dict(zip(self.axes, combo)) | {"kind": self.name}
+            yield _finish(config)
+
+
+def _finish(config: dict[str, Any]) -> dict[str, Any]:
+    """Add model fingerprints, drop keys that do not apply (so they do not change the key)."""
+    models = [config.get("model"), config.get("match"), *config.get("sources", []), *config.get("targets", [])]
+    prints = {m: f for m in models if isinstance(m, str) and (f := model_fingerprint(m))}
+    if prints:
+        config["fingerprints"] = dict(sorted(prints.items()))
+    if "match" in config and not str(config.get("model", "")).endswith(":match"):
+        del config["match"]
+    return config
+
+
+def _image_result(codec: Codec, x: torch.Tensor) -> tuple[dict[str, Any], dict[str, float]]:
+    from robustnic.codecs.evaluate import evaluate_image
+
+    row = evaluate_image(codec, x)
+    timing = {k: row.pop(k) for k in ("encoding_time", "decoding_time")}
+    return row, timing
+
+
+def run_rd(config: dict[str, Any], device: str) -> JobOutput:
+    """Clean RD of a (defended) codec on one image, from real bitstreams."""
+    codec = build_codec(config["model"], config["defense"], config["seed"], device)
+    x = load_ref(config["image"], config["crop"])
+    result, timing = _image_result(codec, x)
+    return JobOutput(result | {"codec": codec.name}, timing=timing)
+
+
+def _attack(codec: Codec, config: dict[str, Any]):
+    from robustnic.attacks import make_attack, parse_budget
+
+    kwargs = {k: config[k] for k in ("objective", "standin", "steps") if config.get(k) is not None}
+    return make_attack(config["attack"], codec, budget=parse_budget(config["budget"]), seed=config["seed"], **kwargs)
+
+
+def run_attack(config: dict[str, Any], device: str) -> JobOutput:
+    """Attack one image and verify on real bitstreams through the (defended) codec.
+
+    With ``adaptive = true`` the attack differentiates through the defense itself (an attacker who
+    knows it); otherwise it is crafted on the undefended model and the defense meets it unprepared.
+    """
+    import time
+
+    from robustnic.attacks import verify_attack
+
+    vanilla = build_codec(config["model"], "none", config["seed"], device)
+    defended = apply_defense(vanilla, config["defense"])
+    x = load_ref(config["image"], config["crop"]).to(vanilla.device)
+    t0 = time.perf_counter()
+    x_adv = _attack(defended if config["adaptive"] else vanilla, config)(x)
+    attack_time = time.perf_counter() - t0
+    result = dict(verify_attack(defended, x, x_adv)[0])
+    timing = {k: result.pop(k) for k in list(result) if "time" in k} | {"attack_time": attack_time}
+    clean, adv = defended.roundtrip(x), defended.roundtrip(x_adv)
+    artifacts = [
+        Artifact("source.png", png_bytes(x)),
+        Artifact("adversarial.png", png_bytes(x_adv)),
+        Artifact("reconstruction-clean.png", png_bytes(clean.x_hat)),
+        Artifact("reconstruction-adversarial.png", png_bytes(adv.x_hat)),
+    ]
+    return JobOutput(_json_values(result) | {"codec": defended.name}, artifacts, timing)
+
+
+def run_recompression(config: dict[str, Any], device: str) -> JobOutput:
+    """Re-encode one image for ``generations`` generations; classical ``fmt:match`` models first pick
+    the quality whose first-generation bpp is closest to the ``match`` model's."""
+    from robustnic.studies.recompression import first_generation_bpp, match_quality, recompress
+
+    x = load_ref(config["image"], config["crop"])
+    extra: dict[str, Any] = {}
+    if str(config["model"]).endswith(":match"):
+        if not config.get("match"):
+            raise RobustnicError(f"model {config['model']!r} needs 'match' = the model whose bpp to match")
+        fmt = config["model"].split(":", 1)[0]
+        reference = build_codec(config["match"], "none", config["seed"], device)
+        target = first_generation_bpp(reference, x)
+        codec, bpp = match_quality(fmt, x, target)
+        codec = apply_defense(codec, config["defense"])
+        extra = {"matched-quality": codec.quality, "matched-target-bpp": target, "matched-bpp": bpp}
+    else:
+        codec = build_codec(config["model"], config["defense"], config["seed"], device)
+    snapshots = tuple(int(g) for g in config["snapshots"])
+    res = recompress(codec, x, int(config["generations"]), snapshots)
+    result = {"codec": codec.name, "psnr": res.psnr, "bpp": res.bpp} | res.summary() | extra
+    artifacts = [Artifact("generation-000.png", png_bytes(x))]
+    artifacts += [Artifact(f"generation-{g:03d}.png", png_bytes(img)) for g, img in sorted(res.snapshots.items())]
+    return JobOutput(result, artifacts)
+
+
+def run_transfer_image(config: dict[str, Any], device: str) -> JobOutput:
+    """Cross-image transfer: see :func:`robustnic.studies.transfer.transfer_across_images`."""
+    from robustnic.studies.transfer import transfer_across_images
+
+    codec = build_codec(config["model"], config["defense"], config["seed"], device)
+    images = {ref["name"]: load_ref(ref, config["crop"]) for ref in config["images"]}
+    target = codec if config["adaptive"] else build_codec(config["model"], "none", config["seed"], device)
+    matrix = transfer_across_images(codec, lambda c: _attack(c, config), images, attack_codec=target)
+    return JobOutput(matrix.as_dict())
+
+
+def run_transfer_model(config: dict[str, Any], device: str) -> JobOutput:
+    """Cross-model transfer: see :func:`robustnic.studies.transfer.transfer_across_models`."""
+    from robustnic.studies.transfer import transfer_across_models
+
+    x = load_ref(config["image"], config["crop"])
+    sources = {s: build_codec(s, "none", config["seed"], device) for s in config["sources"]}
+    targets = {t: build_codec(t, "none", config["seed"], device) for t in config["targets"]}
+    matrix = transfer_across_models(sources, targets, lambda c: _attack(c, config), x)
+    return JobOutput(matrix.as_dict())
+
+
+def _json_values(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, torch.Tensor):
+            v = v.item() if v.numel() == 1 else v.tolist()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+_ATTACK_PARAMS = {"objective": "distortion", "standin": "none", "steps": 100, "adaptive": False}
+
+JOB_KINDS: dict[str, JobKind] = {
+    k.name: k
+    for k in [
+        JobKind("rd", run_rd, ("model", "defense", "image"),
+                {"defense": "none", "seed": 0, "crop": None}, doc="clean rate-distortion"),
+        JobKind("attack", run_attack, ("model", "attack", "budget", "defense", "image"),
+                {"defense": "none", "seed": 0, "crop": None, **_ATTACK_PARAMS}, doc="attack + verification"),
+        JobKind("recompression", run_recompression, ("model", "defense", "image"),
+                {"defense": "none", "seed": 0, "crop": None, "generations": 50, "match": None,
+                 "snapshots": [1, 2, 5, 10, 20, 50]},
+                lists=("snapshots",), doc="re-encoding over generations"),
+        JobKind("transfer-image", run_transfer_image, ("model", "attack", "budget", "defense"),
+                {"defense": "none", "seed": 0, "crop": None, "images": None, **_ATTACK_PARAMS},
+                lists=("images",), doc="perturbations moved across images"),
+        JobKind("transfer-model", run_transfer_model, ("attack", "budget", "image"),
+                {"seed": 0, "crop": None, "sources": None, "targets": None, **_ATTACK_PARAMS},
+                lists=("sources", "targets"),
+                doc="adversarial images moved across models"),
+    ]
+}
+
+
+def execute(kind: str, config: dict[str, Any], device: str = "cpu") -> JobOutput:
+    """Run one job configuration."""
+    if kind not in JOB_KINDS:
+        raise RobustnicError(f"unknown job kind {kind!r}")
+    return JOB_KINDS[kind].run(config, device)

@@ -1,0 +1,110 @@
+"""Transferability of adversarial perturbations (Chen & Ma, "other studies").
+
+* **cross-image** - the perturbation ``δ_A = x'_A − x_A`` crafted on image A is added to image B
+  (same size), rounded to 8 bits and decoded: does a perturbation carry over to other content?
+* **cross-model** - an adversarial image crafted on model A is decoded by model B (any codec,
+  JPEG included): does it carry over to other weights and architectures?
+
+Every cell is a real round trip scored by :func:`robustnic.attacks.verify_attack`, so the matrices
+use the same numbers (``delta-psnr``, reconstruction PSNR, bpp increase) as the attack rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from robustnic.codecs.base import Codec
+from robustnic.data.images import quantize_8bit
+from robustnic.errors import RobustnicError
+
+#: An attack factory: codec -> callable attack (``x -> x_adv``).
+AttackFactory = Callable[[Codec], Callable[[torch.Tensor], torch.Tensor]]
+
+
+@dataclass
+class TransferMatrix:
+    """``values[metric][i][j]``: the metric when what was crafted on ``rows[i]`` meets ``cols[j]``."""
+
+    rows: list[str]
+    cols: list[str]
+    values: dict[str, list[list[float]]] = field(default_factory=dict)
+    row_label: str = "crafted on"
+    col_label: str = "applied to"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "cols": self.cols, "values": self.values,
+                "row_label": self.row_label, "col_label": self.col_label}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TransferMatrix":
+        return cls(d["rows"], d["cols"], d["values"], d.get("row_label", "crafted on"), d.get("col_label", "applied to"))
+
+    def metric(self, name: str) -> list[list[float]]:
+        if name not in self.values:
+            raise KeyError(f"no metric {name!r} in this matrix; it has {sorted(self.values)}")
+        return self.values[name]
+
+
+def _cell(codec: Codec, x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, float]:
+    from robustnic.attacks import verify_attack
+
+    res = verify_attack(codec, x, x_adv)[0]
+    return {k: float(v) for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and "time" not in k}
+
+
+def _fill(matrix: TransferMatrix, i: int, j: int, cell: dict[str, float]) -> None:
+    n, m = len(matrix.rows), len(matrix.cols)
+    for k, v in cell.items():
+        grid = matrix.values.setdefault(k, [[math.nan] * m for _ in range(n)])
+        grid[i][j] = v
+
+
+def transfer_across_images(
+    codec: Codec,
+    attack: AttackFactory,
+    images: dict[str, torch.Tensor],
+    attack_codec: Codec | None = None,
+    progress: bool = False,
+) -> TransferMatrix:
+    """Craft a perturbation on each image (with ``attack(attack_codec or codec)``), add it to every
+    image, and score the result through ``codec``. All images must have the same size."""
+    shapes = {tuple(x.shape) for x in images.values()}
+    if len(shapes) != 1:
+        raise RobustnicError(f"cross-image transfer needs images of one size (use a crop), got {sorted(shapes)}")
+    names = list(images)
+    atk = attack(attack_codec or codec)
+    deltas = {}
+    for name in tqdm(names, desc="craft", disable=not progress, leave=False):
+        x = images[name].to(codec.device)
+        deltas[name] = atk(x) - x
+    matrix = TransferMatrix(names, names, row_label="perturbation crafted on", col_label="added to")
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            xb = images[b].to(codec.device)
+            _fill(matrix, i, j, _cell(codec, xb, quantize_8bit(xb + deltas[a])))
+    return matrix
+
+
+def transfer_across_models(
+    sources: dict[str, Codec],
+    targets: dict[str, Codec],
+    attack: AttackFactory,
+    x: torch.Tensor,
+    progress: bool = False,
+) -> TransferMatrix:
+    """Craft ``x'`` on each source codec (white-box) and decode it with every target codec."""
+    bad = [n for n, c in sources.items() if not c.differentiable]
+    if bad:
+        raise RobustnicError(f"source models must be differentiable (learned codecs), not {bad}")
+    matrix = TransferMatrix(list(sources), list(targets), row_label="crafted on", col_label="decoded by")
+    for i, (_, src) in enumerate(tqdm(sources.items(), desc="craft", disable=not progress, leave=False)):
+        x_adv = attack(src)(x.to(src.device)).cpu()
+        for j, tgt in enumerate(targets.values()):
+            _fill(matrix, i, j, _cell(tgt, x.to(tgt.device), x_adv.to(tgt.device)))
+    return matrix

@@ -1,0 +1,83 @@
+"""`robustnic eval` agrees with CompressAI's own eval_model, and checkpoints load in both."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from robustnic.cli.main import main
+from robustnic.codecs import load_codec
+from robustnic.codecs.checkpoint import save_checkpoint
+from robustnic.codecs.evaluate import evaluate_codec
+from robustnic.data.images import save_image
+from robustnic.data.photos import bundled_photos
+from robustnic.errors import CheckpointError
+from tests.conftest import tiny_codec
+
+
+@pytest.fixture(scope="module")
+def checkpoint_and_images(tmp_path_factory):
+    """A tiny updated hyperprior checkpoint in CompressAI's training layout, and 64-divisible photos."""
+    root = tmp_path_factory.mktemp("evalmodel")
+    codec = tiny_codec("bmshj2018-hyperprior", seed=3)
+    save_checkpoint({"state_dict": codec.net.state_dict(), "epoch": 1}, root / "ckpt.pth.tar")
+    images = root / "images"
+    for name, x in bundled_photos(["astronaut", "coffee"], crop=(192, 256)).items():
+        save_image(x, images / f"{name}.png")
+    return root / "ckpt.pth.tar", images
+
+
+def test_same_numbers_as_compressai_eval_model(checkpoint_and_images, tmp_path):
+    ckpt, images = checkpoint_and_images
+    proc = subprocess.run(
+        [sys.executable, "-m", "compressai.utils.eval_model", "checkpoint", str(images),
+         "-a", "bmshj2018-hyperprior", "-p", str(ckpt)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    theirs = json.loads(proc.stdout[proc.stdout.index("{"):])["results"]
+    assert main(["eval", "--model", str(ckpt), "--images", str(images), "--out", str(tmp_path / "ours"),
+                 "--no-progress"]) == 0
+    ours = json.loads((tmp_path / "ours.json").read_text())["results"]
+    assert ours["psnr-rgb"][0] == pytest.approx(theirs["psnr-rgb"][0], abs=0.01)
+    assert ours["bpp"][0] == pytest.approx(theirs["bpp"][0], rel=1e-3)
+    assert ours["ms-ssim-rgb"][0] == pytest.approx(theirs["ms-ssim-rgb"][0], abs=1e-4)
+    csv_text = (tmp_path / "ours.csv").read_text()
+    assert csv_text.splitlines()[0].startswith("model,image,psnr-rgb,ms-ssim-rgb,bpp")
+    assert "astronaut" in csv_text and "mean" in csv_text
+
+
+def test_checkpoint_layouts_all_load_the_same_model(checkpoint_and_images, tmp_path, photo):
+    ckpt, _ = checkpoint_and_images
+    reference = load_codec(str(ckpt))
+    state = reference.net.state_dict()
+    variants = {
+        "plain.pth": state,
+        "dataparallel.pth": {f"module.{k}": v for k, v in state.items()},
+        "network.pth": {"network": state},
+    }
+    for name, obj in variants.items():
+        torch.save(obj, tmp_path / name)
+        codec = load_codec(str(tmp_path / name))
+        assert codec.fingerprint == reference.fingerprint
+        assert torch.equal(codec.decompress(reference.compress(photo)), reference.roundtrip(photo).x_hat)
+
+
+def test_explicit_architecture_and_mismatch_message(checkpoint_and_images):
+    ckpt, _ = checkpoint_and_images
+    assert load_codec(f"bmshj2018-hyperprior@{ckpt}").arch.name == "bmshj2018-hyperprior"
+    with pytest.raises(CheckpointError, match="does not fit MeanScaleHyperprior: .*different shape"):
+        load_codec(f"mbt2018-mean@{ckpt}")
+
+
+def test_estimated_bpp_is_reported_and_close_to_real_for_learned_codecs(tiny):
+    images = bundled_photos(["coffee"], crop=192)
+    row = evaluate_codec(tiny, images, progress=False)["results"]
+    assert row["bpp-estimated"] is not None and row["bpp"] > 0
+    assert row["bpp-file"] > row["bpp"]
+    jpeg = evaluate_codec(load_codec("jpeg:q50"), images, progress=False)["results"]
+    assert jpeg["bpp-estimated"] is None and jpeg["psnr-rgb"] > 20

@@ -1,0 +1,102 @@
+"""Training: the loss falls, checkpoints are CompressAI-compatible, kill -9 loses nothing past the last checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from robustnic.codecs import load_codec
+from robustnic.codecs.checkpoint import read_checkpoint_file
+from robustnic.data.images import save_image
+from robustnic.data.photos import bundled_photos
+from robustnic.training import TrainConfig, Trainer, export_model
+
+TINY = dict(N=8, M=16, batch_size=2, patch_size=64, lr=1e-3, val_every=10_000, checkpoint_every=5, threads=1, seed=7)
+
+
+@pytest.fixture(scope="module")
+def train_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train-images")
+    for name, x in bundled_photos(["chelsea", "flower"], crop=160).items():
+        save_image(x, folder / f"{name}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def val_images():
+    return bundled_photos(["coffee"], crop=64)
+
+
+def test_loss_falls_and_validation_uses_real_bitstreams(train_folder, val_images, tmp_path):
+    cfg = TrainConfig(steps=60, images=[str(train_folder)], **TINY)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False, val_images=val_images)
+    losses = [trainer.train_step()["loss"] for _ in range(60)]
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:5]) / 5
+    val = trainer.validate()
+    assert val["bpp"] > 0 and 5 < val["psnr-rgb"] < 60
+
+
+def _train_cli(out, steps, folder):
+    return [sys.executable, "-m", "robustnic.cli.main", "train", "--N", "8", "--M", "16", "--steps", str(steps),
+            "--batch-size", "2", "--patch-size", "64", "--lr", "1e-3", "--checkpoint-every", "5",
+            "--val-every", "10000", "--threads", "1", "--seed", "7", "--images", str(folder), "--out", str(out),
+            "--no-progress"]
+
+
+def test_resume_after_kill_9_is_bit_identical(train_folder, val_images, tmp_path):
+    steps = 40
+    # the run that is killed: started with a huge step count so it is surely still running
+    proc = subprocess.Popen(_train_cli(tmp_path / "killed", 100_000, train_folder),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "last.pth.tar"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if ckpt.is_file() and read_checkpoint_file(ckpt)["step"] >= 10:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved_step = read_checkpoint_file(ckpt)["step"]
+    assert 10 <= saved_step < steps
+    assert not [p for p in ckpt.parent.iterdir() if p.name != "last.pth.tar"]  # no half-written file left
+
+    cfg = dict(images=[str(train_folder)], **TINY)
+    resumed = Trainer(TrainConfig(steps=steps, **cfg), tmp_path / "killed", progress=False, val_images=val_images)
+    assert resumed.resumed and resumed.step == saved_step
+    resumed.fit()
+    fresh = Trainer(TrainConfig(steps=steps, **cfg), tmp_path / "fresh", progress=False, val_images=val_images)
+    fresh.fit()
+    a, b = resumed.net.state_dict(), fresh.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_exports_and_loads_in_zoo_and_compressai(train_folder, val_images, tmp_path, photo):
+    cfg = TrainConfig(steps=5, images=[str(train_folder)], **TINY)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False, val_images=val_images)
+    trainer.fit()
+    # the training checkpoint itself is a CompressAI checkpoint ({"state_dict": ...})
+    from compressai.zoo.image import model_architectures
+
+    net = model_architectures["bmshj2018-hyperprior"].from_state_dict(read_checkpoint_file(trainer.checkpoint_path)["state_dict"])
+    assert sum(p.numel() for p in net.parameters()) > 0
+    info = export_model(trainer.checkpoint_path, tmp_path / "model.pt")
+    assert (info["architecture"], info["N"], info["M"]) == ("bmshj2018-hyperprior", 8, 16)
+    shipped = load_codec(str(tmp_path / "model.pt"))
+    again = load_codec(str(tmp_path / "model.pt"))
+    assert torch.equal(again.decompress(shipped.compress(photo)), shipped.roundtrip(photo).x_hat)
+
+
+def test_resume_refuses_a_different_architecture(train_folder, val_images, tmp_path):
+    cfg = TrainConfig(steps=5, images=[str(train_folder)], **TINY)
+    Trainer(cfg, tmp_path / "run", progress=False, val_images=val_images).fit()
+    other = TrainConfig(steps=5, images=[str(train_folder)], **(TINY | {"N": 16}))
+    from robustnic.errors import RobustnicError
+
+    with pytest.raises(RobustnicError, match="N=8|another --out"):
+        Trainer(other, tmp_path / "run", progress=False, val_images=val_images)
