@@ -103,6 +103,8 @@ class Attack:
         self.progress = progress
         #: Wall-clock seconds of the last call (all images of the batch together).
         self.elapsed = 0.0
+        #: Index of the run in progress (0 .. restarts-1), for methods that start differently.
+        self.restart = 0
 
     # ----- what each method implements -------------------------------------------------------
     def perturb(self, x: torch.Tensor, ctx: AttackContext, generator: torch.Generator) -> torch.Tensor:
@@ -160,7 +162,7 @@ class Attack:
         ctx = self.objective.prepare(self.codec, x, target, mask)
         generator = torch.Generator(device=device).manual_seed(self.seed)
         best = BestIterate()
-        for _ in range(self.restarts):
+        for self.restart in range(self.restarts):
             x_adv = self.budget.finalize(x, self.perturb(x, ctx, generator).detach())
             gain = self.evaluate(x_adv, ctx) if self.restarts > 1 else torch.zeros(x.shape[0], device=device)
             best.update(x_adv, gain)

@@ -226,6 +226,8 @@ def merge_stores(sources: list[str | os.PathLike], out: str | os.PathLike) -> di
     """
     if not sources:
         raise StoreError("merge needs at least one results store")
+    if Path(out).exists():
+        raise StoreError(f"{out} exists: merge writes a new store (remove it or choose another name)")
     opened = [ResultStore(s, readonly=True) for s in sources]
     counts = {"added": 0, "same": 0, "conflicting": 0}
     try:

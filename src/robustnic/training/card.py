@@ -1,0 +1,128 @@
+"""Write the model card (``weights/README.md``) and its RD plot from the manifest.
+
+``python -m robustnic.training.card`` evaluates JPEG and WebP (Pillow) on the same held-out photos,
+computes BD-rates of each shipped family against them, the gap between real and estimated bpp,
+and writes ``weights/rd.png`` and ``weights/README.md``. All numbers come from real bitstreams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from robustnic.codecs.classical import ClassicalCodec  # noqa: E402
+from robustnic.codecs.evaluate import evaluate_codec  # noqa: E402
+from robustnic.codecs.zoo import WEIGHTS_DIR, read_manifest  # noqa: E402
+from robustnic.data.photos import HELDOUT_PHOTOS, bundled_photos  # noqa: E402
+from robustnic.metrics.bd import bd_rate  # noqa: E402
+from robustnic.utils.io import atomic_path, atomic_write_text  # noqa: E402
+
+CLASSICAL_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90)
+
+
+def classical_curves(qualities=CLASSICAL_QUALITIES) -> dict[str, list[dict]]:
+    """Mean RD of JPEG and WebP at each quality on the held-out photos (real bytes)."""
+    photos = bundled_photos()
+    return {fmt: [evaluate_codec(ClassicalCodec(fmt, q), photos, progress=False)["results"] | {"quality": q}
+                  for q in qualities] for fmt in ("jpeg", "webp")}
+
+
+def families(manifest) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for row in manifest.values():
+        out.setdefault(row.family, []).append(row)
+    return {k: sorted(v, key=lambda r: r.info["rd"]["bpp"]) for k, v in sorted(out.items()) if all("rd" in r.info for r in v)}
+
+
+def _bd(rows, curve) -> str:
+    if len(rows) < 2:
+        return "n/a (one rate)"
+    try:
+        value = bd_rate([c["bpp"] for c in curve], [c["psnr-rgb"] for c in curve],
+                        [r.info["rd"]["bpp"] for r in rows], [r.info["rd"]["psnr-rgb"] for r in rows])
+    except ValueError:
+        return "n/a (no overlap)"
+    return f"{value:+.1f}%"
+
+
+def write_card(weights_dir: Path = WEIGHTS_DIR) -> Path:
+    manifest = read_manifest(weights_dir)
+    fams = families(manifest)
+    curves = classical_curves()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for fmt, curve in curves.items():
+        ax.plot([c["bpp"] for c in curve], [c["psnr-rgb"] for c in curve], "--", marker=".", label=f"{fmt.upper()} (Pillow)")
+    for fam, rows in fams.items():
+        if rows[0].metric == "mse":
+            ax.plot([r.info["rd"]["bpp"] for r in rows], [r.info["rd"]["psnr-rgb"] for r in rows], "-o", label=fam)
+    ax.set_xlim(0, 1.6)
+    ax.set_xlabel("bpp (real bitstreams)")
+    ax.set_ylabel("PSNR-RGB (dB)")
+    ax.set_title(f"Held-out photos ({', '.join(HELDOUT_PHOTOS)})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    with atomic_path(weights_dir / "rd.png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+    lines = [
+        "# Model card: robustnic's shipped models",
+        "",
+        "Small CompressAI-architecture models trained by `robustnic train` on CPU, on photos that packages ship",
+        "(Debian's `mate-backgrounds` nature photos and scikit-image's rocket/motorcycle photos), so that",
+        "robustnic works offline. They are *small and briefly trained*: use them to exercise the toolkit;",
+        "use CompressAI's pretrained models (`bmshj2018-hyperprior:q3:pretrained`) for paper-grade numbers.",
+        "",
+        f"Held-out evaluation photos (never trained on): {', '.join(HELDOUT_PHOTOS)} (full size, real bitstreams).",
+        "Weights are stored in fp16; the entropy-coder tables were computed from the fp16 weights, so decoding is exact.",
+        "Reproduce everything: `make zoo` (= `python -m robustnic.training.zoo`, resumable), then",
+        "`python -m robustnic.training.card` for this page.",
+        "",
+        "![RD curves](rd.png)",
+        "",
+        "| model | architecture | N/M | metric | λ | steps | CPU time | bpp | PSNR (dB) | MS-SSIM | est. bpp | real vs est. | size |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(manifest.values(), key=lambda r: r.spec):
+        i, rd = row.info, row.info.get("rd", {})
+        if not rd:
+            continue
+        gap = (rd["bpp"] / rd["bpp-estimated"] - 1) * 100 if rd.get("bpp-estimated") else float("nan")
+        lines.append(
+            f"| `{row.spec}` | {row.architecture} | {row.N}/{row.M} | {row.metric} | {i['lambda']} | {i['steps']} | "
+            f"{i['train_seconds'] / 60:.0f} min | {rd['bpp']:.3f} | {rd['psnr-rgb']:.2f} | {rd['ms-ssim-rgb']:.4f} | "
+            f"{rd['bpp-estimated']:.3f} | {gap:+.1f}% | {i['bytes'] / 1e6:.1f} MB |"
+        )
+    lines += ["", "## BD-rate against the classical codecs (negative = fewer bits than the classical codec)", "",
+              "| family | vs JPEG | vs WebP |", "|---|---|---|"]
+    for fam, rows in fams.items():
+        if rows[0].metric == "mse":
+            lines.append(f"| {fam} | {_bd(rows, curves['jpeg'])} | {_bd(rows, curves['webp'])} |")
+    lines += ["", "Classical reference points (mean over the held-out photos):", "",
+              "| quality | JPEG bpp | JPEG PSNR | WebP bpp | WebP PSNR |", "|---|---|---|---|---|"]
+    for j, w in zip(curves["jpeg"], curves["webp"]):
+        lines.append(f"| {j['quality']} | {j['bpp']:.3f} | {j['psnr-rgb']:.2f} | {w['bpp']:.3f} | {w['psnr-rgb']:.2f} |")
+    lines += ["", "## How each model was trained", ""]
+    for row in sorted(manifest.values(), key=lambda r: r.spec):
+        lines += [f"- `{row.spec}`: {row.info.get('note', '')}.", f"  `{row.info.get('command', '')}`"]
+    lines += ["", "Training data: `robustnic.data.photos.training_photo_paths()`, each photo at two scales "
+              "(shorter side 512 and 768, Lanczos), random 128x128 crops (192 for MS-SSIM) with random flips."]
+    path = weights_dir / "README.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write_text(weights_dir / "classical.json", json.dumps(curves, indent=2))
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
+    print(write_card())
+
+
+if __name__ == "__main__":
+    main()
