@@ -7,7 +7,8 @@ that returns a continuous iterate. The base does the rest, the same way for ever
 * builds the objective's fixed context (e.g. the clean reconstruction);
 * seeds a per-call generator, so ``atk(x)`` is bit-identical for the same ``seed``;
 * rounds the result to 8 bits *inside* the budget (:meth:`Budget.finalize`), keeps the best of
-  ``restarts`` runs per image measured on that 8-bit image, and returns it on ``x``'s device.
+  ``restarts`` runs per image measured on that 8-bit image with real quantisation
+  (:meth:`Attack.measure`), and returns it on ``x``'s device.
 
 Attacks only call ``codec.forward(x, standin, rate)``: anything implementing the
 :class:`~robustnic.codecs.base.Codec` interface can be attacked, defended wrappers included.
@@ -125,8 +126,15 @@ class Attack:
 
     @torch.no_grad()
     def evaluate(self, x_adv: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
-        """Gain ``(B,)`` of ``x_adv`` without a gradient."""
+        """Gain ``(B,)`` of ``x_adv`` under the attack's stand-in, without a gradient."""
         out = self.codec.forward(x_adv, standin=self.standin, rate=self.objective.needs_rate)
+        return self.objective.gain(out, ctx).detach()
+
+    @torch.no_grad()
+    def measure(self, x_adv: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
+        """Gain ``(B,)`` of ``x_adv`` with real quantisation in the forward (``standin="ste"``: the
+        reconstruction the decoder gives), without a gradient."""
+        out = self.codec.forward(x_adv, standin="ste", rate=self.objective.needs_rate)
         return self.objective.gain(out, ctx).detach()
 
     def iterations(self, steps: int | None = None) -> Iterator[int]:
@@ -164,7 +172,7 @@ class Attack:
         best = BestIterate()
         for self.restart in range(self.restarts):
             x_adv = self.budget.finalize(x, self.perturb(x, ctx, generator).detach())
-            gain = self.evaluate(x_adv, ctx) if self.restarts > 1 else torch.zeros(x.shape[0], device=device)
+            gain = self.measure(x_adv, ctx) if self.restarts > 1 else torch.zeros(x.shape[0], device=device)
             best.update(x_adv, gain)
         self.elapsed = time.perf_counter() - start
         if not self.budget.satisfied(x, best.x):  # finalize guarantees it; never return a violation

@@ -53,7 +53,56 @@ def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{source}: no state dict of tensors found (expected a CompressAI checkpoint)")
-    return {k: v.float() if v.is_floating_point() else v for k, v in load_pretrained(dict(obj)).items()}
+    if not all(isinstance(k, str) for k in obj):
+        raise CheckpointError(f"{source}: state dict keys must be strings")
+    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in load_pretrained(dict(obj)).items()}
+    bad = sorted(k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise CheckpointError(f"{source}: {len(bad)} tensors hold NaN or Inf values: {', '.join(bad[:3])}{more}")
+    check_coder_tables(state_dict, source)
+    return state_dict
+
+
+#: CompressAI's entropy coder works with 16-bit probabilities: every CDF ends at 2**16.
+CDF_PRECISION = 16
+
+
+def check_coder_tables(state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Refuse entropy-coder tables the native rANS coder would read out of bounds or divide by zero on.
+
+    For each entropy model with tables (``_quantized_cdf``, ``_cdf_length``, ``_offset``): one length
+    and offset per CDF row, every length in 2..row width, every used CDF starting at 0, strictly
+    increasing and ending at ``2**16``; and exactly one CDF row per scale of ``scale_table`` (a
+    Gaussian conditional) or per channel of ``quantiles`` (an entropy bottleneck), since the coder
+    indexes rows by them. Empty tables (``update()`` not run yet) are accepted.
+    """
+    suffix = "_quantized_cdf"
+    for key in [k for k in state_dict if k.endswith(suffix)]:
+        prefix, cdf = key[: -len(suffix)], state_dict[key]
+        if cdf.numel() == 0:
+            continue
+        where = f"{source}: entropy coder table {prefix}{suffix}"
+        lengths, offsets = state_dict.get(prefix + "_cdf_length"), state_dict.get(prefix + "_offset")
+        if cdf.dim() != 2 or cdf.is_floating_point() or lengths is None or offsets is None:
+            raise CheckpointError(f"{where} is malformed (expected an integer 2-D table with lengths and offsets)")
+        rows, width = cdf.shape
+        if lengths.reshape(-1).shape[0] != rows or offsets.reshape(-1).shape[0] != rows:
+            raise CheckpointError(f"{where}: {rows} rows but {lengths.numel()} lengths and {offsets.numel()} offsets")
+        lengths = lengths.reshape(-1).long()
+        if lengths.is_floating_point() or (lengths < 2).any() or (lengths > width).any():
+            raise CheckpointError(f"{where}: CDF lengths must lie in 2..{width}")
+        cdf = cdf.long()
+        cols = torch.arange(width)
+        last = cdf.gather(1, (lengths - 1)[:, None])[:, 0]
+        increasing = (cdf[:, 1:] > cdf[:, :-1]) | (cols[None, 1:] >= lengths[:, None])
+        if (cdf[:, 0] != 0).any() or (last != 1 << CDF_PRECISION).any() or not increasing.all():
+            raise CheckpointError(f"{where}: a CDF does not rise strictly from 0 to 2**{CDF_PRECISION}")
+        scales, quantiles = state_dict.get(prefix + "scale_table"), state_dict.get(prefix + "quantiles")
+        if scales is not None and scales.numel() and (scales.numel() != rows or not (scales > 0).all()):
+            raise CheckpointError(f"{where}: {rows} CDFs for {scales.numel()} scales (or a scale <= 0)")
+        if quantiles is not None and quantiles.shape[0] != rows:
+            raise CheckpointError(f"{where}: {rows} CDFs for {quantiles.shape[0]} channels")
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -130,6 +179,7 @@ def half_precision_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
 
 __all__ = [
     "CODER_BUFFERS",
+    "check_coder_tables",
     "describe_mismatch",
     "extract_state_dict",
     "file_sha256",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from pathlib import Path
 from typing import Iterable
@@ -69,6 +70,20 @@ def _check_size(width: int, height: int, max_pixels: int | None, min_side: int, 
         )
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _is_empty(source: object) -> bool:
+    if isinstance(source, bytes):
+        return not source
+    try:
+        return os.path.getsize(source) == 0
+    except (OSError, TypeError):
+        return False
+
+
 def load_image(
     source: str | os.PathLike | bytes | Image.Image | np.ndarray,
     *,
@@ -96,26 +111,40 @@ def load_image(
         try:
             with fileobj, warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
+                warnings.simplefilter("ignore", UserWarning)  # Pillow's "Corrupt EXIF data" etc.
                 img = Image.open(fileobj)
                 _check_size(img.width, img.height, max_pixels, min_side, name)
                 img.load()
                 img = ImageOps.exif_transpose(img)
         except ImageError:
             raise
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageError(f"{name}: not a readable image ({exc})") from None
-        except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
-            raise ImageError(f"{name}: image file is truncated or corrupt ({exc})") from None
+        except UnidentifiedImageError:
+            what = "an empty file" if _is_empty(source) else "not an image file Pillow can read"
+            raise ImageError(f"{name}: not a readable image ({what})") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageError(f"{name}: refused as a possible decompression bomb ({_first_line(exc)})") from None
+        except (OSError, ValueError, SyntaxError, EOFError, MemoryError, struct.error, IndexError,
+                KeyError, TypeError, ZeroDivisionError, OverflowError) as exc:
+            # Pillow's plugins raise all of these on malformed headers and chunks.
+            raise ImageError(
+                f"{name}: image file is truncated or corrupt ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
     _check_size(img.width, img.height, max_pixels, min_side, name)
     try:
         arr = _to_rgb_array(img)
-    except (OSError, ValueError) as exc:
-        raise ImageError(f"{name}: cannot convert mode {img.mode} to RGB ({exc})") from None
+    except ImageError as exc:
+        raise ImageError(f"{name}: {exc}") from None
+    except (OSError, ValueError, MemoryError) as exc:
+        raise ImageError(f"{name}: cannot convert mode {img.mode} to RGB ({_first_line(exc)})") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
 
 
 def check_image_tensor(x: torch.Tensor, name: str = "image") -> torch.Tensor:
-    """Validate an API input: a float ``(3, H, W)`` or ``(B, 3, H, W)`` tensor, finite, in [0, 1]."""
+    """Validate an API input: a float ``(3, H, W)`` or ``(B, 3, H, W)`` tensor, finite, in [0, 1].
+
+    Returns it as ``(B, 3, H, W)`` float32 (float16/bfloat16/float64 inputs are converted; a
+    float32 input is returned as is, not copied).
+    """
     if not isinstance(x, torch.Tensor):
         raise ImageError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not torch.is_floating_point(x):
@@ -130,7 +159,7 @@ def check_image_tensor(x: torch.Tensor, name: str = "image") -> torch.Tensor:
         raise ImageError(f"{name} contains NaN or Inf values")
     if x.min() < 0 or x.max() > 1:
         raise ImageError(f"{name} values must lie in [0, 1] (got {x.min().item():.3g}..{x.max().item():.3g})")
-    return x
+    return x if x.dtype == torch.float32 else x.float()
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -28,6 +28,8 @@ from robustnic.defenses.ensemble import (
     forward_transforms,
     transform_groups,
 )
+from robustnic.defenses.evaluate import DefenseAttack, attack_defense
+from robustnic.defenses.finetune import AdversarialPerturb, FinetuneConfig, FinetuneTrainer, finetune
 from robustnic.defenses.purification import (
     DEFAULT_PURIFIERS,
     PURIFIERS,
@@ -80,6 +82,12 @@ def make_defense(codec: Codec, spec: str) -> Codec:
 
 __all__ = [
     "ATTACK_MODES",
+    "AdversarialPerturb",
+    "DefenseAttack",
+    "FinetuneConfig",
+    "FinetuneTrainer",
+    "attack_defense",
+    "finetune",
     "CRITERIA",
     "DEFAULT_PURIFIERS",
     "PURIFIERS",

@@ -9,6 +9,7 @@ defense"): attacks only ever call ``forward``.
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -28,6 +29,9 @@ class DefendedCodec(Codec):
 
     #: Short name of the defense, appended to the wrapped codec's name.
     defense: str = "defense"
+    #: The ways :meth:`forward` can be attacked (the first is the default); "identity" ignores the
+    #: defense (the wrapped codec's forward: an attacker who does not know it).
+    attack_modes: tuple[str, ...] = ("identity",)
 
     def __init__(self, codec: Codec):
         if not isinstance(codec, Codec):
@@ -37,6 +41,22 @@ class DefendedCodec(Codec):
         self.codec_code, self.quality, self.metric = codec.codec_code, codec.quality, codec.metric
         self.differentiable = codec.differentiable
         self.device = codec.device
+
+    @property
+    def attack_mode(self) -> str:
+        return self.__dict__.get("_attack_mode", self.attack_modes[0])
+
+    @attack_mode.setter
+    def attack_mode(self, mode: str) -> None:
+        if mode not in self.attack_modes:
+            raise ValueError(f"unknown attack mode {mode!r} for {type(self).__name__}; choose from {self.attack_modes}")
+        self._attack_mode = mode
+
+    def with_attack_mode(self, mode: str) -> "DefendedCodec":
+        """A shallow copy whose :meth:`forward` is attacked in ``mode`` (same wrapped codec)."""
+        other = copy.copy(self)
+        other.attack_mode = mode
+        return other
 
     @property
     def side_bits(self) -> int:

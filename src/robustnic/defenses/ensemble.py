@@ -23,18 +23,22 @@ Searching (``search``):
 Attacking it (``attack_mode``, what :meth:`SelfEnsembleCodec.forward` returns; attacks only call
 ``forward``, so an attack from :mod:`robustnic.attacks` run on this codec knows the defense):
 
+* ``"chosen"`` (default) - the transform the encoder would pick for the current input (a
+  non-differentiable choice made with the whole-image proxy), then the ordinary forward through
+  it. Against the distortion criterion this follows the gradient of the *minimum* over the 8
+  transforms, which is what the attacker must raise.
 * ``"eot"`` - expectation over the 8 transforms: the 8 inverse-transformed reconstructions of each
-  image, **concatenated along the channel axis** into ``(B, 24, H, W)`` (and their likelihoods
-  flattened per image into one tensor raised to the power 1/8). Any mean of squared differences
+  image **concatenated along the channel axis** into ``(B, 24, H, W)`` (and the likelihoods,
+  flattened per image into one tensor, raised to the power 1/8). Any mean of squared differences
   between two such outputs, per image or over the batch, is then exactly the mean over the 8
-  transforms of the per-transform loss, and summed log-likelihoods are the mean bits: the attack
-  base's distortion and rate objectives average over transforms with no change. Only losses
-  between two forward outputs make sense in this mode (comparing with the 3-channel input fails
-  loudly with a shape error).
-* ``"chosen"`` - the transform the encoder would pick for the current input (a non-differentiable
-  choice, made with the whole-image proxy), then the ordinary forward through it: against the
-  distortion criterion this follows the gradient of the *minimum* over transforms;
-* ``"identity"`` - the wrapped codec's forward (an attacker that ignores the defense).
+  transforms of the per-transform loss, and summed log-likelihoods are the mean bits, so the
+  attack base's distortion (against the clean reconstruction) and rate objectives average over
+  transforms with no change to it. Anything that compares this output with a 3-channel image
+  (the ``reference="source"`` objective, ``verify_attack``'s stand-in PSNR, an attack's progress
+  bar) fails loudly with a shape error: attack a :meth:`~DefendedCodec.with_attack_mode` copy and
+  verify with the default one (:func:`robustnic.defenses.evaluate.attack_defense` does this).
+* ``"identity"`` - the wrapped codec's forward (an attacker that ignores the defense; the bytes
+  are still chosen by the ensemble).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from dataclasses import dataclass, field
 import torch
 
 from robustnic.codecs.architectures import LAMBDAS
-from robustnic.codecs.base import STANDINS, Codec, CodecOutput
+from robustnic.codecs.base import STANDINS, Codec, CodecOutput, payload_bits
 from robustnic.codecs.transforms import NUM_TRANSFORMS, apply_transform, inverse_transform
 from robustnic.data.images import check_image_tensor
 from robustnic.defenses.base import DefendedCodec
@@ -53,7 +57,7 @@ from robustnic.metrics import estimated_bits
 
 CRITERIA = ("distortion", "rd")
 SEARCHES = ("exhaustive", "proxy")
-ATTACK_MODES = ("eot", "chosen", "identity")
+ATTACK_MODES = ("chosen", "eot", "identity")
 #: Bits of the transform index in the container header (counted in bpp).
 TRANSFORM_BITS = 3
 #: Largest number of images in one proxy forward call (bounds memory on large images).
@@ -128,13 +132,14 @@ class SelfEnsembleCodec(DefendedCodec):
         proxy_fraction: share of the image area the proxy looks at (1 = the whole image).
         tile: side of the proxy's square tiles, in pixels (a multiple of the codec's padding keeps
             it cheap: 64 for CompressAI models).
-        attack_mode: what :meth:`forward` differentiates: ``"eot"``, ``"chosen"`` or ``"identity"``.
+        attack_mode: what :meth:`forward` differentiates: ``"chosen"``, ``"eot"`` or ``"identity"``.
 
     >>> ens = SelfEnsembleCodec(load_codec("hyperprior-small:q2"), search="proxy")   # doctest: +SKIP
     >>> coded = ens.roundtrip(x)            # coded.bpp includes the 3-bit index   # doctest: +SKIP
     """
 
     defense = "ensemble"
+    attack_modes = ATTACK_MODES
 
     def __init__(
         self,
@@ -145,12 +150,11 @@ class SelfEnsembleCodec(DefendedCodec):
         top_k: int = 1,
         proxy_fraction: float = 0.125,
         tile: int = 64,
-        attack_mode: str = "eot",
+        attack_mode: str = "chosen",
     ):
         if isinstance(codec, SelfEnsembleCodec):
             raise ValueError("the self-ensemble cannot wrap another self-ensemble (one transform field)")
-        for value, allowed, what in ((criterion, CRITERIA, "criterion"), (search, SEARCHES, "search"),
-                                     (attack_mode, ATTACK_MODES, "attack mode")):
+        for value, allowed, what in ((criterion, CRITERIA, "criterion"), (search, SEARCHES, "search")):
             if value not in allowed:
                 raise ValueError(f"unknown {what} {value!r}; choose from {allowed}")
         if not 1 <= int(top_k) <= NUM_TRANSFORMS:
@@ -160,7 +164,8 @@ class SelfEnsembleCodec(DefendedCodec):
         self.defense = "ensemble" if criterion == "distortion" else "ensemble-rd"
         super().__init__(codec)
         self.criterion, self.search, self.top_k = criterion, search, int(top_k)
-        self.proxy_fraction, self.tile, self.attack_mode = float(proxy_fraction), int(tile), attack_mode
+        self.proxy_fraction, self.tile = float(proxy_fraction), int(tile)
+        self.attack_mode = attack_mode
         default = LAMBDAS["mse"].get(codec.quality, LAMBDAS["mse"][3])
         self.lmbda = float(lmbda) if lmbda is not None else default
 
@@ -177,8 +182,6 @@ class SelfEnsembleCodec(DefendedCodec):
 
     def real_cost(self, x: torch.Tensor, data: bytes) -> float:
         """Cost of one candidate bitstream: decode it and compare with ``x`` in ``x``'s orientation."""
-        from robustnic.codecs.base import payload_bits
-
         x_hat = self.codec.decompress(data)
         mse = torch.mean((x_hat.to(x) - x) ** 2).item()
         bpp = (payload_bits(data) + self.side_bits) / (x.shape[-2] * x.shape[-1])
@@ -204,8 +207,8 @@ class SelfEnsembleCodec(DefendedCodec):
         costs = []
         for chunk in views.split(_MAX_PROXY_BATCH):
             out = self.codec.forward(chunk, standin="ste", rate=rate)
-            costs.append(self._batch_cost(chunk, out, s * s))
-        per_tile = torch.cat(costs).view(NUM_TRANSFORMS, x.shape[0], len(corners))  # transforms commute with MSE
+            costs.append(self._batch_cost(chunk, out, s * s))  # MSE is the same in any orientation
+        per_tile = torch.cat(costs).view(NUM_TRANSFORMS, x.shape[0], len(corners))
         return per_tile.mean(2).t()
 
     def _batch_cost(self, x: torch.Tensor, out: CodecOutput, num_pixels: int) -> torch.Tensor:
@@ -224,14 +227,15 @@ class SelfEnsembleCodec(DefendedCodec):
             candidates = list(range(NUM_TRANSFORMS))
         else:
             proxy = self.proxy_costs(x)[0]
-            candidates = [int(t) for t in proxy.argsort()[: self.top_k]]
+            candidates = [int(t) for t in proxy.argsort(stable=True)[: self.top_k]]
+        proxy_list = proxy.tolist() if proxy is not None else None
         if len(candidates) == 1:
             t = candidates[0]
-            return EnsembleChoice(t, self.codec.compress(x, t), {}, proxy.tolist() if proxy is not None else None)
+            return EnsembleChoice(t, self.codec.compress(x, t), {}, proxy_list)
         coded = {t: self.codec.compress(x, t) for t in candidates}
         costs = {t: self.real_cost(x, data) for t, data in coded.items()}
         best = min(costs, key=lambda t: (costs[t], t))
-        return EnsembleChoice(best, coded[best], costs, proxy.tolist() if proxy is not None else None)
+        return EnsembleChoice(best, coded[best], costs, proxy_list)
 
     def compress(self, x: torch.Tensor, transform: int | None = None) -> bytes:
         """Encode with the best transform (or the one forced by ``transform``), index in the header."""
@@ -252,24 +256,23 @@ class SelfEnsembleCodec(DefendedCodec):
             return self.codec.forward(x, standin=standin, rate=rate)
         if self.attack_mode == "eot":
             outs = forward_transforms(self.codec, x, standin=standin, rate=rate)
-            x_hat = torch.cat([o.x_hat for o in outs], dim=1)
             lk = None
             if rate and outs[0].likelihoods is not None:
-                flat = [v.flatten(1) for o in outs for v in o.likelihoods.values()]
+                flat = [v.flatten(1) for o in outs for v in o.likelihoods.values()]  # type: ignore[union-attr]
                 lk = {"all": torch.cat(flat, dim=1) ** (1.0 / NUM_TRANSFORMS)}
-            return CodecOutput(x_hat, lk)
+            return CodecOutput(torch.cat([o.x_hat for o in outs], dim=1), lk)
         chosen = self.chosen_transforms(x)
         x_hat: list[torch.Tensor | None] = [None] * x.shape[0]
-        lks: list[dict | None] = [None] * x.shape[0]
+        lks: list[torch.Tensor | None] = [None] * x.shape[0]
         for t in sorted(set(chosen)):
             idx = [i for i, c in enumerate(chosen) if c == t]
             out = self.codec.forward(apply_transform(x[idx], t), standin=standin, rate=rate)
             for j, i in enumerate(idx):
                 x_hat[i] = inverse_transform(out.x_hat[j : j + 1], t)
                 if out.likelihoods is not None:
-                    lks[i] = {k: v[j : j + 1].flatten(1) for k, v in out.likelihoods.items()}
+                    # latents of different transforms differ in layout: flatten them per image
+                    lks[i] = torch.cat([v[j : j + 1].flatten(1) for v in out.likelihoods.values()], 1)
         likelihoods = None
         if rate and all(lk is not None for lk in lks):
-            # per image, the latents of different transforms may differ in layout: flatten them
-            likelihoods = {"all": torch.cat([torch.cat(list(lk.values()), 1) for lk in lks], 0)}  # type: ignore[union-attr]
+            likelihoods = {"all": torch.cat(lks)}  # type: ignore[arg-type]
         return CodecOutput(torch.cat(x_hat), likelihoods)  # type: ignore[arg-type]

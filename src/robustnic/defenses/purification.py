@@ -30,6 +30,18 @@ from robustnic.defenses.base import DefendedCodec
 from robustnic.errors import RobustnicError
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the purified values exactly; backward: the identity (BPDA)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad, None
+
+
 class Purifier(ABC):
     """An image-to-image transform applied before coding: ``(B, 3, H, W) -> (B, 3, H, W)`` in [0, 1]."""
 
@@ -53,7 +65,7 @@ class Purifier(ABC):
             return self.purify(x).clamp(0, 1)
         with torch.no_grad():
             y = self.purify(x.detach()).clamp(0, 1)
-        return x + (y - x).detach()
+        return _StraightThrough.apply(x, y) if x.requires_grad else y
 
     @property
     def name(self) -> str:
@@ -214,10 +226,15 @@ class PurifiedCodec(DefendedCodec):
     >>> coded = codec.roundtrip(x)   # compare coded.x_hat with x for the clean RD cost  # doctest: +SKIP
     """
 
-    def __init__(self, codec: Codec, purifier: str | Purifier):
+    #: ``"bpda"``: attack through the purifier (straight-through where it has no gradient);
+    #: ``"identity"``: attack the wrapped codec alone (the purifier still runs before coding).
+    attack_modes = ("bpda", "identity")
+
+    def __init__(self, codec: Codec, purifier: str | Purifier, attack_mode: str = "bpda"):
         self.purifier = parse_purifier(purifier)
         self.defense = self.purifier.name
         super().__init__(codec)
+        self.attack_mode = attack_mode
 
     def compress(self, x: torch.Tensor, transform: int | None = None) -> bytes:
         """Purify ``x`` then encode it with the wrapped codec (its own transform choice if any)."""
@@ -228,4 +245,6 @@ class PurifiedCodec(DefendedCodec):
 
     def forward(self, x: torch.Tensor, standin: str = "none", rate: bool = False) -> CodecOutput:
         """The wrapped codec's forward on the purified input (straight-through where needed)."""
+        if self.attack_mode == "identity":
+            return self.codec.forward(x, standin=standin, rate=rate)
         return self.codec.forward(self.purifier(x), standin=standin, rate=rate)

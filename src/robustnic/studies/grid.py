@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import hashlib
-import itertools
 import json
 import multiprocessing
 import os
@@ -78,23 +77,29 @@ class Job:
         return " ".join(parts)
 
 
-_CODE_VERSION: str | None = None
+#: Environment variable that pins :func:`code_version` (e.g. shards run from different checkouts).
+CODE_VERSION_ENV = "ROBUSTNIC_CODE_VERSION"
+
+
+def source_hash(root: Path, packages: tuple[str, ...] = RESULT_PACKAGES) -> str:
+    """sha256 (12 hex digits) of every ``.py`` file under ``root/<package>``, paths included."""
+    h = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
 def code_version() -> str:
     """``VERSION+HASH``: the package version and a hash of the source that computes results.
 
     Editing any module under :data:`RESULT_PACKAGES` changes it, so stale rows are never reused.
+    The environment variable :data:`CODE_VERSION_ENV` overrides it, when set and not empty.
     """
-    global _CODE_VERSION
-    if _CODE_VERSION is None:
-        root = Path(__file__).resolve().parent.parent
-        h = hashlib.sha256()
-        for package in RESULT_PACKAGES:
-            for path in sorted((root / package).rglob("*.py")):
-                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-        _CODE_VERSION = f"{__version__}+{h.hexdigest()[:12]}"
-    return _CODE_VERSION
+    pinned = os.environ.get(CODE_VERSION_ENV, "").strip()
+    if pinned:
+        return pinned
+    return f"{__version__}+{source_hash(Path(__file__).resolve().parent.parent)}"
 
 
 # ----- specs -------------------------------------------------------------------------------------

@@ -112,33 +112,13 @@ def png_tensor(data: bytes) -> torch.Tensor:
 
 
 # ----- defenses ------------------------------------------------------------------------------------
-def defense_names() -> list[str]:
-    """Defense names a spec may use ("none" plus what :mod:`robustnic.defenses` provides)."""
-    return ["none", *_defense_table()]
-
-
-def _defense_table() -> dict[str, Callable[[Codec], Codec]]:
-    try:
-        import robustnic.defenses as defenses
-    except ImportError:
-        return {}
-    table: dict[str, Callable[[Codec], Codec]] = {}
-    registry = getattr(defenses, "DEFENSES", None)
-    if isinstance(registry, dict):
-        table.update(registry)
-    if "self-ensemble" not in table and hasattr(defenses, "SelfEnsembleCodec"):
-        table["self-ensemble"] = defenses.SelfEnsembleCodec
-    return table
-
-
 def apply_defense(codec: Codec, defense: str | None) -> Codec:
-    """Wrap ``codec`` in the named defense (``none`` returns it unchanged)."""
+    """Wrap ``codec`` in a defense spec of :func:`robustnic.defenses.make_defense` (``none``: unchanged)."""
     if defense in (None, "", "none"):
         return codec
-    table = _defense_table()
-    if defense not in table:
-        raise RobustnicError(f"unknown defense {defense!r}; choose from {', '.join(defense_names())}")
-    return table[defense](codec)
+    from robustnic.defenses import make_defense
+
+    return make_defense(codec, defense)
 
 
 def build_codec(spec: str, defense: str | None, seed: int, device: str) -> Codec:
@@ -242,7 +222,7 @@ def run_attack(config: dict[str, Any], device: str) -> JobOutput:
     """
     import time
 
-    from robustnic.attacks import verify_attack
+    from robustnic.attacks import verify_images
 
     vanilla = build_codec(config["model"], "none", config["seed"], device)
     defended = apply_defense(vanilla, config["defense"])
@@ -250,16 +230,16 @@ def run_attack(config: dict[str, Any], device: str) -> JobOutput:
     t0 = time.perf_counter()
     x_adv = _attack(defended if config["adaptive"] else vanilla, config)(x)
     attack_time = time.perf_counter() - t0
-    result = dict(verify_attack(defended, x, x_adv)[0])
-    timing = {k: result.pop(k) for k in list(result) if "time" in k} | {"attack_time": attack_time}
-    clean, adv = defended.roundtrip(x), defended.roundtrip(x_adv)
+    verified = verify_images(defended, x, x_adv, standin=config["standin"], budget=config["budget"])[0]
+    result = _json_values(verified.row)
+    timing = {k: result.pop(k) for k in list(result) if "time" in k} | {"attack-time": attack_time}
     artifacts = [
         Artifact("source.png", png_bytes(x)),
         Artifact("adversarial.png", png_bytes(x_adv)),
-        Artifact("reconstruction-clean.png", png_bytes(clean.x_hat)),
-        Artifact("reconstruction-adversarial.png", png_bytes(adv.x_hat)),
+        Artifact("reconstruction-clean.png", png_bytes(verified.clean.x_hat)),
+        Artifact("reconstruction-adversarial.png", png_bytes(verified.adv.x_hat)),
     ]
-    return JobOutput(_json_values(result) | {"codec": defended.name}, artifacts, timing)
+    return JobOutput(result | {"codec": defended.name}, artifacts, timing)
 
 
 def run_recompression(config: dict[str, Any], device: str) -> JobOutput:

@@ -10,7 +10,9 @@ JPEG/WebP quality range and keeps the quality whose first-generation bpp is clos
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import torch
 from tqdm.auto import tqdm
@@ -97,3 +99,41 @@ def match_quality(
             best = (score, q, bpp)
     assert best is not None, "empty quality range"
     return ClassicalCodec(fmt, best[1]), best[2]
+
+
+def _mean(values) -> float:
+    got = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(got) / len(got) if got else math.nan
+
+
+def recompression_series(rows: Iterable) -> list[dict[str, Any]]:
+    """Mean curves of ``recompression`` rows, one per (codec, defense, match, generations, crop) setting.
+
+    Each entry: ``label``, ``setting`` (config keys), ``psnr`` and ``bpp`` per generation (means over
+    images), ``qualities`` (matched JPEG/WebP qualities), ``images`` (names) and ``rows`` (the rows).
+    """
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        if r.kind != "recompression":
+            continue
+        c = r.config
+        groups.setdefault((c["model"], c.get("defense"), c.get("match"), c["generations"], c.get("crop")), []).append(r)
+    out = []
+    for (model, defense, match, _, crop), members in groups.items():
+        label = str(model).replace(":match", "")
+        if defense not in (None, "none"):
+            label += f" +{defense}"
+        if match:
+            label += f" (bpp-matched to {match})"
+        n = min(len(m.result["psnr"]) for m in members)
+        psnr_mean = [_mean(m.result["psnr"][g] for m in members) for g in range(n)]
+        out.append({
+            "label": label,
+            "setting": {"model": model, "defense": defense, "match": match, "crop": crop},
+            "psnr": psnr_mean,
+            "bpp": [_mean(m.result["bpp"][g] for m in members) for g in range(n)],
+            "qualities": sorted({m.result["matched-quality"] for m in members if "matched-quality" in m.result}),
+            "images": [m.config["image"]["name"] for m in members],
+            "rows": members,
+        })
+    return out

@@ -22,6 +22,10 @@ from robustnic.codecs.base import Codec
 from robustnic.data.images import quantize_8bit
 from robustnic.errors import RobustnicError
 
+#: What each matrix cell keeps from :func:`~robustnic.attacks.verify_attack`.
+TRANSFER_METRICS = ("psnr-in", "psnr-clean", "psnr-out", "psnr-drop", "delta-psnr", "bpp-clean", "bpp-adv",
+                    "bpp-increase")
+
 #: An attack factory: codec -> callable attack (``x -> x_adv``).
 AttackFactory = Callable[[Codec], Callable[[torch.Tensor], torch.Tensor]]
 
@@ -54,8 +58,7 @@ def _cell(codec: Codec, x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, float
     from robustnic.attacks import verify_attack
 
     res = verify_attack(codec, x, x_adv)[0]
-    return {k: float(v) for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and "time" not in k}
+    return {k: float(res[k]) for k in TRANSFER_METRICS}
 
 
 def _fill(matrix: TransferMatrix, i: int, j: int, cell: dict[str, float]) -> None:
@@ -108,3 +111,20 @@ def transfer_across_models(
         for j, tgt in enumerate(targets.values()):
             _fill(matrix, i, j, _cell(tgt, x.to(tgt.device), x_adv.to(tgt.device)))
     return matrix
+
+
+def mean_matrix(matrices: list[TransferMatrix]) -> TransferMatrix:
+    """Cell-wise mean (finite values only) of matrices with the same rows, columns and metrics."""
+    first = matrices[0]
+    if any(m.rows != first.rows or m.cols != first.cols for m in matrices):
+        raise RobustnicError("transfer matrices to average must have the same rows and columns")
+    values = {}
+    for metric in first.values:
+        values[metric] = []
+        for i in range(len(first.rows)):
+            row = []
+            for j in range(len(first.cols)):
+                got = [m.values[metric][i][j] for m in matrices if math.isfinite(m.values[metric][i][j])]
+                row.append(sum(got) / len(got) if got else math.nan)
+            values[metric].append(row)
+    return TransferMatrix(first.rows, first.cols, values, first.row_label, first.col_label)

@@ -1,0 +1,41 @@
+"""``robustnic curves``: robustness curves - an attack swept over budgets per model and defense, with
+the area under each curve (robust PSNR)."""
+
+from __future__ import annotations
+
+import argparse
+
+from robustnic.cli.commands.recompress import add_study_options, images_and_crop, study_kwargs
+from robustnic.cli.common import print_json
+from robustnic.report import run_study
+from robustnic.studies import ResultStore, robustness_curves
+from robustnic.studies.presets import curves_spec
+
+DEFAULT_BUDGETS = "psnr:30,psnr:35,psnr:40,psnr:45,psnr:50"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("curves", help="robustness curves: attacked reconstruction PSNR and bpp increase vs budget")
+    p.add_argument("--model", "-m", action="append", required=True, help="codec spec; repeatable")
+    p.add_argument("--attack", "-a", default="paper", help="attack method (default paper)")
+    p.add_argument("--budgets", default=DEFAULT_BUDGETS,
+                   help=f"comma-separated budgets of one kind (default {DEFAULT_BUDGETS}; e.g. linf:1,linf:4,linf:16)")
+    p.add_argument("--defense", action="append", default=None, help="defense(s) besides none (e.g. ensemble); repeatable")
+    p.add_argument("--adaptive", action="store_true", help="attack through the defense (an attacker who knows it)")
+    p.add_argument("--steps", type=int, default=100, help="attack steps (default 100)")
+    add_study_options(p, "curves-out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = curves_spec(args.model, [b.strip() for b in args.budgets.split(",") if b.strip()], attack=args.attack,
+                       defenses=tuple(["none", *(args.defense or [])]), steps=args.steps, adaptive=args.adaptive,
+                       **images_and_crop(args))
+    result = run_study(spec, args.out, title="robustnic robustness curves", **study_kwargs(args))
+    with ResultStore(result.store, readonly=True) as store:
+        curves = robustness_curves(store.rows("attack"))
+    print_json([{"setting": c.label, "budgets": [f"{c.budget_kind}:{b:g}" for b in c.budgets],
+                 "psnr-out": c.points["psnr-out"], "bpp-increase": c.points["bpp-increase"],
+                 "auc-robust-psnr": c.auc} for c in curves])
+    print(f"report: {result.report.resolve()}")
+    return 1 if result.summary.failed else 0

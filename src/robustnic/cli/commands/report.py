@@ -1,0 +1,22 @@
+"""``robustnic report``: a self-contained HTML report (plots, tables, image panels) from a results store."""
+
+from __future__ import annotations
+
+import argparse
+
+from robustnic.report import build_report
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML report (+ results.csv/json) from a store")
+    p.add_argument("store", help="SQLite results store written by robustnic bench")
+    p.add_argument("--out", "-o", default="report", help="output folder (default ./report)")
+    p.add_argument("--title", default="robustnic report", help="page title")
+    p.add_argument("--max-panels", type=int, default=12, help="most attack image panels to show (default 12)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = build_report(args.store, args.out, title=args.title, max_panels=args.max_panels)
+    print(f"report: {path.resolve()}")
+    return 0

@@ -1,0 +1,325 @@
+"""Adversarial fine-tuning of a learned codec (Chen & Ma, TCSVT 2023, Sec. "Adversarial finetuning").
+
+Start from any zoo model; at every training step attack the *current* model on a fraction of the
+batch (the rest stays clean, as in the paper's earlier version), with a budget ramped up from 0
+over the first steps, then take CompressAI's rate-distortion step on the mixed batch (plus the
+entropy bottleneck's auxiliary step). The distortion target is the codec's input (the paper) or,
+with ``target="source"``, the clean patch the adversarial one came from (the codec learns to undo
+the perturbation).
+
+The paper runs a 300-step attack inside every training step. Here the inner attack is cheap by
+default - a few steps of PGD from a random start in the budget ball (Madry et al., ICLR 2018) -
+and ``benchmarks/finetune_cost.py`` measures what that costs in robustness against a many-step
+inner attack. (Re-using perturbations across steps, as "free" adversarial training does, does not
+apply here: every step samples new patches.)
+
+Built on :class:`robustnic.training.Trainer` and its ``perturb`` hook: checkpoints are
+CompressAI-compatible (``load_codec("runs/finetune/x/last.pth.tar")`` works) and a rerun of the
+same command resumes. Validation reports clean RD on held-out photos from real bitstreams and the
+reconstruction PSNR under a stronger attack, verified on real bitstreams too.
+
+>>> cfg = FinetuneConfig(model="hyperprior-small:q2", steps=300, budget="psnr:30")   # doctest: +SKIP
+>>> finetune(cfg, "runs/finetune/hyperprior-small-q2", export_to="robust.pth.tar")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from compressai.models.base import CompressionModel
+
+from robustnic.codecs.architectures import LAMBDAS, widths_of
+from robustnic.codecs.checkpoint import read_checkpoint_file
+from robustnic.codecs.learned import LearnedCodec
+from robustnic.codecs.zoo import load_codec, read_manifest
+from robustnic.data.photos import bundled_photos
+from robustnic.errors import RobustnicError
+from robustnic.training.rd import TrainConfig, Trainer, rd_loss
+from robustnic.utils.io import atomic_write_text
+
+TARGETS = ("input", "source")
+#: What the training run's sidecar file is called (the fine-tuning settings, for resuming).
+SETTINGS_FILE = "finetune.json"
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that defines a fine-tuning run (written to ``OUT/finetune.json``)."""
+
+    #: The model to start from: a zoo spec (``hyperprior-small:q2``) or a checkpoint path.
+    model: str = "hyperprior-small:q2"
+    steps: int = 300
+    batch_size: int = 8
+    patch_size: int = 128
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    #: (fraction of steps, factor) learning-rate drops, as in :class:`TrainConfig`.
+    lr_drops: list[tuple[float, float]] = field(default_factory=lambda: [(0.8, 0.3)])
+    #: RD trade-off; None: the model's own training λ (manifest or checkpoint), else CompressAI's.
+    lmbda: float | None = None
+    #: The inner attack (a name of :data:`robustnic.attacks.ATTACKS`) and its number of steps.
+    attack: str = "pgd"
+    attack_steps: int = 3
+    #: The budget trained against, reached after ``ramp_steps`` (linear in MSE / radius from 0).
+    budget: str = "psnr:30"
+    ramp_steps: int = 100
+    #: Share of each batch that is attacked (the rest stays clean).
+    adv_fraction: float = 0.5
+    #: Quantisation stand-in of the inner attack (``none`` as in the paper).
+    standin: str = "none"
+    #: Distortion against the codec's ``input`` (the paper) or the clean ``source``.
+    target: str = "input"
+    clip_max_norm: float = 1.0
+    seed: int = 0
+    images: list[str] = field(default_factory=list)
+    #: Validation: every ``val_every`` steps, clean RD on ``val_photos`` centre crops of
+    #: ``val_crop`` px and a ``val_attack_steps``-step ``val_attack`` at ``budget``.
+    val_every: int = 100
+    val_photos: list[str] = field(default_factory=lambda: ["coffee", "chelsea"])
+    val_crop: int = 128
+    val_attack: str = "paper"
+    val_attack_steps: int = 30
+    checkpoint_every: int = 50
+    threads: int | None = 1
+
+    def validate(self) -> None:
+        from robustnic.attacks import ATTACKS, parse_budget
+
+        if self.attack not in ATTACKS or self.val_attack not in ATTACKS:
+            raise RobustnicError(f"unknown attack {self.attack!r}/{self.val_attack!r}; choose from {', '.join(ATTACKS)}")
+        parse_budget(self.budget)
+        if self.target not in TARGETS:
+            raise RobustnicError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if not 0 <= self.adv_fraction <= 1:
+            raise RobustnicError(f"adv_fraction must be in [0, 1], got {self.adv_fraction}")
+        if self.attack_steps < 1 or self.ramp_steps < 0 or self.steps < 1:
+            raise RobustnicError("steps and attack_steps must be positive, ramp_steps non-negative")
+
+    def settings(self) -> dict:
+        """The settings a resumed run must share (all but bookkeeping)."""
+        skip = {"steps", "val_every", "checkpoint_every", "threads", "val_photos", "val_crop",
+                "val_attack", "val_attack_steps"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+def source_settings(model: str) -> dict:
+    """Architecture, widths, metric, quality and training λ of the model to start from."""
+    codec = load_codec(model)
+    if not isinstance(codec, LearnedCodec) or codec.arch is None:
+        raise RobustnicError(f"{model!r} is not a CompressAI model robustnic can fine-tune")
+    N, M = widths_of(codec.arch.name, codec.net.state_dict())
+    lmbda = None
+    row = read_manifest().get(model)
+    if row is not None:
+        lmbda = row.info.get("lmbda")
+    elif Path(model).is_file():
+        lmbda = (read_checkpoint_file(model).get("config") or {}).get("lmbda")
+    metric = codec.metric or "mse"
+    if lmbda is None:
+        lmbda = LAMBDAS[metric].get(codec.quality, LAMBDAS[metric][3])
+    return {"architecture": codec.arch.name, "N": int(N), "M": int(M), "metric": metric,
+            "quality": codec.quality, "lmbda": float(lmbda)}
+
+
+def ramped_budget(budget, fraction: float):
+    """``budget`` shrunk to ``fraction`` of its size (MSE for PSNR/MSE balls, the radius otherwise)."""
+    from robustnic.attacks import L2, MSE, Linf
+
+    fraction = min(1.0, max(0.0, fraction))
+    if budget.kind in ("psnr", "mse"):
+        return MSE(budget.tau * fraction) if fraction > 0 else None
+    if fraction <= 0:
+        return None
+    return Linf(budget.eps * fraction) if budget.kind == "linf" else L2(budget.eps * fraction)
+
+
+@contextlib.contextmanager
+def input_gradients_only(net: torch.nn.Module) -> Iterator[None]:
+    """Freeze the parameters while the inner attack differentiates with respect to the input."""
+    flags = [p.requires_grad for p in net.parameters()]
+    net.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(net.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+class AdversarialPerturb:
+    """The ``perturb`` hook of :class:`Trainer`: attack the live model on part of the batch.
+
+    The first ``round(adv_fraction · B)`` patches are replaced by their adversarial versions (the
+    patches are random, so which ones does not matter); :attr:`last` keeps the clean batch and
+    what the step did.
+    """
+
+    def __init__(self, config: FinetuneConfig):
+        from robustnic.attacks import parse_budget
+
+        self.config = config
+        self.budget = parse_budget(config.budget)
+        self._codec: LearnedCodec | None = None
+        self.last: dict = {}
+
+    def budget_at(self, step: int):
+        """The budget used at training step ``step`` (None while it is still zero)."""
+        ramp = self.config.ramp_steps
+        return ramped_budget(self.budget, 1.0 if ramp == 0 else (step + 1) / ramp)
+
+    def codec_for(self, net: CompressionModel) -> LearnedCodec:
+        """The live model as a codec (parameters not frozen; built once)."""
+        if self._codec is None or self._codec.net is not net:
+            self._codec = LearnedCodec(net, name="finetuning", freeze=False, device=next(net.parameters()).device)
+        return self._codec
+
+    def __call__(self, net: CompressionModel, batch: torch.Tensor, step: int) -> torch.Tensor:
+        from robustnic.attacks import make_attack
+
+        cfg = self.config
+        n_adv = round(cfg.adv_fraction * batch.shape[0])
+        budget = self.budget_at(step)
+        self.last = {"clean": batch, "n_adv": 0, "attack_time": 0.0, "budget_mse": 0.0}
+        if n_adv == 0 or budget is None or not budget.smallest_change_fits(batch[0].numel()):
+            return batch
+        codec = self.codec_for(net)
+        t0 = time.perf_counter()
+        was_training = net.training
+        with input_gradients_only(net):
+            atk = make_attack(cfg.attack, codec, budget=budget, steps=cfg.attack_steps, standin=cfg.standin,
+                              seed=cfg.seed * 1_000_003 + step)
+            x_adv = atk(batch[:n_adv])
+        net.train(was_training)
+        out = torch.cat([x_adv.to(batch), batch[n_adv:]])
+        self.last.update(n_adv=n_adv, attack_time=time.perf_counter() - t0,
+                         budget_mse=float(((x_adv - batch[:n_adv]) ** 2).mean()))
+        return out
+
+
+class FinetuneTrainer(Trainer):
+    """:class:`Trainer` with the adversarial hook, the clean-source target, attacked validation,
+    and checkpoints whose entropy-coder tables match their weights."""
+
+    def __init__(self, config: FinetuneConfig, out_dir: str | Path, device: str | torch.device = "cpu",
+                 sampler=None, val_images: dict[str, torch.Tensor] | None = None, progress: bool = True):
+        config.validate()
+        self.finetune_config = config
+        src = source_settings(config.model)
+        train_config = TrainConfig(
+            architecture=src["architecture"], N=src["N"], M=src["M"], metric=src["metric"],
+            lmbda=config.lmbda if config.lmbda is not None else src["lmbda"], steps=config.steps,
+            batch_size=config.batch_size, patch_size=config.patch_size, lr=config.lr, aux_lr=config.aux_lr,
+            lr_drops=[tuple(d) for d in config.lr_drops], clip_max_norm=config.clip_max_norm, seed=config.seed,
+            images=list(config.images), val_every=config.val_every, val_crop=config.val_crop,
+            checkpoint_every=config.checkpoint_every, init_from=config.model, threads=config.threads,
+        )
+        self.source = src
+        if val_images is None:
+            val_images = bundled_photos(config.val_photos, crop=config.val_crop)
+        self._check_settings(Path(out_dir), config)
+        super().__init__(train_config, out_dir, perturb=AdversarialPerturb(config), device=device,
+                         sampler=sampler, val_images=val_images, progress=progress)
+        self.val_batch = torch.cat(list(val_images.values()))
+
+    @staticmethod
+    def _check_settings(out_dir: Path, config: FinetuneConfig) -> None:
+        path = out_dir / SETTINGS_FILE
+        settings = json.loads(json.dumps(config.settings()))
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            diff = sorted(k for k in settings if saved.get(k) != settings[k])
+            if diff:
+                raise RobustnicError(
+                    f"{out_dir} holds a fine-tuning run with other settings ({', '.join(diff)}): use another --out"
+                )
+        else:
+            atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+
+    def train_step(self) -> dict[str, float]:
+        """One step; with ``target="source"`` the distortion is measured against the clean patches."""
+        if self.finetune_config.target == "input":
+            terms = super().train_step()
+        else:
+            terms = self._source_target_step()
+        last = self.perturb.last  # type: ignore[union-attr]
+        return terms | {"n_adv": float(last["n_adv"]), "attack_time": last["attack_time"],
+                        "budget_mse": last["budget_mse"]}
+
+    def _source_target_step(self) -> dict[str, float]:
+        # Trainer.train_step with rd_loss(out, clean) instead of rd_loss(out, x)
+        cfg = self.config
+        x = self.sampler.sample(cfg.batch_size).to(self.device)
+        x = self.perturb(self.net, x, self.step)  # type: ignore[misc]
+        clean = self.perturb.last["clean"]  # type: ignore[union-attr]
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr_at(self.step)
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.aux_optimizer.zero_grad(set_to_none=True)
+        terms = rd_loss(self.net(x), clean, cfg.lmbda, cfg.metric)
+        terms["loss"].backward()
+        if cfg.clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.clip_max_norm)
+        self.optimizer.step()
+        aux_loss = self.net.aux_loss()
+        aux_loss.backward()
+        self.aux_optimizer.step()
+        self.step += 1
+        return {k: v.item() for k, v in terms.items()} | {"aux": aux_loss.item()}
+
+    def save(self) -> None:
+        """Checkpoint with up-to-date coder tables, so ``load_codec(path)`` codes with this model."""
+        self.net.update(force=True)
+        super().save()
+
+    def validate(self) -> dict[str, float]:
+        """Clean RD (real bitstreams) and the attacked reconstruction PSNR (real bitstreams)."""
+        from robustnic.attacks import make_attack, verify_attack
+
+        val = super().validate()
+        cfg = self.finetune_config
+        codec = LearnedCodec(copy.deepcopy(self.net).cpu(), name="validation")
+        codec.net.update(force=True)
+        codec.refresh()
+        atk = make_attack(cfg.val_attack, codec, budget=cfg.budget, steps=cfg.val_attack_steps, seed=0)
+        rows = verify_attack(codec, self.val_batch, atk(self.val_batch))
+        n = len(rows)
+        return val | {
+            "attack": f"{cfg.val_attack}x{cfg.val_attack_steps}@{cfg.budget}",
+            "psnr-clean": sum(r["psnr-clean"] for r in rows) / n,
+            "psnr-attacked": sum(r["psnr-out"] for r in rows) / n,
+            "psnr-drop": sum(r["psnr-drop"] for r in rows) / n,
+        }
+
+
+def finetune(
+    config: FinetuneConfig,
+    out_dir: str | Path,
+    device: str | torch.device = "cpu",
+    export_to: str | Path | None = None,
+    progress: bool = True,
+    **trainer_kwargs,
+) -> dict:
+    """Run (or resume) adversarial fine-tuning in ``out_dir``; optionally export the result.
+
+    Returns the run's summary (``step``, ``elapsed``, ``history`` of validations, ``checkpoint``)
+    plus, with ``export_to``, the exported model's ``export`` info (architecture, widths, sha256).
+    """
+    trainer = FinetuneTrainer(config, out_dir, device=device, progress=progress, **trainer_kwargs)
+    result = trainer.fit()
+    result |= {"checkpoint": str(trainer.checkpoint_path), "resumed": trainer.resumed,
+               "source": trainer.source, "settings": asdict(config)}
+    if export_to is not None:
+        from robustnic.training.export import export_model
+
+        result["export"] = export_model(trainer.checkpoint_path, export_to)
+    return result
+
+
+__all__ = ["AdversarialPerturb", "FinetuneConfig", "FinetuneTrainer", "finetune", "ramped_budget", "source_settings"]

@@ -1,0 +1,311 @@
+"""``build_report``: one self-contained HTML page from a results store.
+
+The page needs no network: plots and image panels are PNGs embedded as base64 data URIs, the CSS is
+inline and there is no JavaScript. Sections appear for the kinds of rows the store holds:
+
+* clean rate-distortion (table + RD plot),
+* attacks (table of means over images + image panels),
+* robustness curves (PSNR under attack and bpp increase vs budget, with the AUC of each curve),
+* recompression (PSNR and bpp at every generation + decoded images at selected generations),
+* transfer (cross-image and cross-model heatmaps).
+
+Every number on the page is read from the store (measured by ``robustnic bench`` on real
+bitstreams); ``results.csv`` and ``results.json`` beside the page hold every row.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import math
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+
+from robustnic import __version__
+from robustnic.report.figures import heatmap_figure, rd_figure, recompression_figure, robustness_figure
+from robustnic.report.panels import attack_panel, generation_strip
+from robustnic.studies.curves import CURVE_METRICS, finite_mean, group_means, robustness_curves
+from robustnic.studies.recompression import recompression_series
+from robustnic.studies.store import ResultStore, Row, export_rows
+from robustnic.studies.transfer import TransferMatrix, mean_matrix
+from robustnic.utils.io import atomic_write_bytes, atomic_write_text
+
+REPORT_NAME = "report.html"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d232a;background:#f6f7f9}
+main{max-width:1300px;margin:0 auto;padding:18px 28px 60px;background:#fff}
+h1{font-size:26px;margin:8px 0 4px} h2{font-size:20px;border-bottom:2px solid #dde3ea;padding-bottom:4px;margin-top:34px}
+h3{font-size:15px;margin:20px 0 6px} p.note,.meta{color:#56606b;font-size:13px}
+table{border-collapse:collapse;font-size:12.5px;margin:8px 0 14px}
+th,td{border:1px solid #dde3ea;padding:3px 8px;text-align:right} th{background:#eef2f6}
+td.l,th.l{text-align:left} tr:nth-child(even) td{background:#fafbfc}
+img{max-width:100%;height:auto;display:block;margin:6px 0 12px}
+figure{margin:0 0 18px} figcaption{font-size:12.5px;color:#56606b}
+nav a{margin-right:14px;font-size:13.5px} code{background:#eef2f6;padding:0 3px;border-radius:3px}
+"""
+
+
+# ----- small helpers ---------------------------------------------------------------------------------
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        a = abs(v)
+        return f"{v:.4f}" if a < 1 else f"{v:.2f}" if a < 1000 else f"{v:.0f}"
+    return html.escape(str(v))
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], left: int = 1) -> str:
+    """An HTML table; ``columns`` are (key, header); the first ``left`` columns are left-aligned."""
+    def cls(i: int) -> str:
+        return ' class="l"' if i < left else ""
+
+    head = "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, (_, h) in enumerate(columns))
+    body = []
+    for r in rows:
+        cells = "".join(f"<td{cls(i)}>{_fmt(r.get(k))}</td>" for i, (k, _) in enumerate(columns))
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def family(model: str) -> str:
+    """A codec's family for RD lines: the spec without its quality (``jpeg:q50`` -> ``jpeg``)."""
+    parts = [p for p in str(model).split(":") if not re.fullmatch(r"q?\d+", p)]
+    return ":".join(parts)
+
+
+def _label(config: dict[str, Any]) -> str:
+    label = str(config.get("model"))
+    if config.get("defense") not in (None, "none"):
+        label += f" +{config['defense']}"
+    return label
+
+
+# ----- sections --------------------------------------------------------------------------------------
+def _rd_section(rows: list[Row], figures: dict[str, bytes]) -> str:
+    if not rows:
+        return ""
+    means = group_means(rows, ("model", "defense", "crop"), ("bpp", "bpp-file", "psnr-rgb", "ms-ssim-rgb"))
+    means.sort(key=lambda r: (family(r["model"]), r["bpp"]))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in means:
+        name = family(r["model"]) + ("" if r["defense"] in (None, "none") else f" +{r['defense']}")
+        series.setdefault(name, []).append((r["bpp"], r["psnr-rgb"]))
+    table = _table(means, [("model", "codec"), ("defense", "defense"), ("crop", "crop"), ("bpp", "bpp"),
+                           ("bpp-file", "bpp (file)"), ("psnr-rgb", "PSNR (dB)"), ("ms-ssim-rgb", "MS-SSIM"),
+                           ("n", "images")], left=2)
+    return (
+        '<section id="rd"><h2>Clean rate-distortion</h2>'
+        '<p class="note">Means over images; bpp counts the entropy-coded payload (for JPEG/WebP: the whole '
+        "JPEG/WebP file), “bpp (file)” the robustnic container too.</p>"
+        f"{table}<figure>{_img(figures.setdefault('rd.png', rd_figure(series)), 'RD plot')}<figcaption>PSNR vs bpp per codec family."
+        "</figcaption></figure></section>"
+    )
+
+
+_ATTACK_BY = ("model", "defense", "adaptive", "attack", "budget", "objective", "standin", "steps", "crop")
+
+
+def _attack_section(rows: list[Row], store: ResultStore, max_panels: int, figures: dict[str, bytes]) -> str:
+    if not rows:
+        return ""
+    means = group_means(rows, _ATTACK_BY, (*CURVE_METRICS, "budget-ok"))
+    means.sort(key=lambda r: (str(r["model"]), str(r["defense"]), str(r["attack"]), str(r["budget"])))
+    table = _table(means, [
+        ("model", "model"), ("defense", "defense"), ("attack", "attack"), ("budget", "budget"), ("adaptive", "adaptive"),
+        ("steps", "steps"), ("psnr-in", "PSNR in"), ("psnr-clean", "PSNR clean"), ("psnr-out", "PSNR attacked"),
+        ("psnr-drop", "drop (dB)"), ("delta-psnr", "ΔPSNR (VI)"), ("bpp-clean", "bpp clean"),
+        ("bpp-adv", "bpp attacked"), ("bpp-increase", "bpp +"), ("budget-ok", "in budget"), ("n", "images"),
+    ], left=4)
+    # panels: per setting, the image the attack hurt most
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(tuple(repr(r.config.get(k)) for k in _ATTACK_BY), []).append(r)
+    def drop(r: Row) -> float:
+        v = r.result.get("psnr-drop")
+        return v if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
+
+    # most damaging settings first; the noise baseline after every real attack
+    ordered = sorted(groups.values(), key=lambda m: (m[0].config["attack"] == "noise", -max(map(drop, m))))
+    panels = []
+    for members in ordered:
+        if len(panels) >= max_panels:
+            break
+        worst = max(members, key=drop)
+        art = store.artifacts(worst.key)
+        needed = ("source.png", "adversarial.png", "reconstruction-clean.png", "reconstruction-adversarial.png")
+        if not all(n in art for n in needed):
+            continue
+        c = worst.config
+        title = f"{_label(c)} · {c['attack']} · {c['budget']} · {c['image']['name']}"
+        png = attack_panel(*(art[n].data for n in needed), title=title)
+        figures[f"panel-{len(panels) + 1}.png"] = png
+        panels.append(f"<figure>{_img(png, title)}<figcaption>{html.escape(title)}: the image of this setting "
+                      f"with the largest PSNR drop ({_fmt(worst.result.get('psnr-drop'))} dB).</figcaption></figure>")
+    return (
+        '<section id="attacks"><h2>Attacks</h2>'
+        '<p class="note">Verified on real bitstreams; means over images. PSNR clean/attacked: reconstruction '
+        "vs the source image; ΔPSNR (VI) = 10·log10(MSE(x̂(x′), x̂(x)) / MSE(x′, x)), Chen &amp; Ma's "
+        "amplification; “adaptive”: the attack differentiated through the defense.</p>"
+        f"{table}<h3>Image panels</h3>{''.join(panels) or '<p class=note>no stored images</p>'}</section>"
+    )
+
+
+def _curves_section(rows: list[Row], figures: dict[str, bytes]) -> str:
+    curves = [c for c in robustness_curves(rows) if len(c.budgets) >= 2]
+    if not curves:
+        return ""
+    table = _table(
+        [{"label": c.label, "kind": c.budget_kind, "range": f"{min(c.budgets):g}–{max(c.budgets):g}",
+          "points": len(c.budgets), "auc": c.auc, "clean": finite_mean(c.points["psnr-clean"]),
+          "worst": min(c.points["psnr-out"]), "bppmax": max(c.points["bpp-increase"])} for c in curves],
+        [("label", "setting"), ("kind", "budget"), ("range", "range"), ("points", "budgets"),
+         ("auc", "robust PSNR = AUC (dB)"), ("clean", "clean PSNR (dB)"), ("worst", "worst PSNR (dB)"),
+         ("bppmax", "max bpp +")], left=3,
+    )
+    return (
+        '<section id="curves"><h2>Robustness curves</h2>'
+        '<p class="note">Each point: mean over images of one budget. AUC = the area under the '
+        "reconstruction-PSNR curve divided by the width of the budget range, i.e. the average reconstruction "
+        "PSNR under attack over that range (higher is more robust; compare only over equal ranges).</p>"
+        f"{table}<figure>{_img(figures.setdefault('curves.png', robustness_figure(curves)), 'robustness curves')}"
+        "</figure></section>"
+    )
+
+
+def _recompression_section(rows: list[Row], store: ResultStore, figures: dict[str, bytes]) -> str:
+    series = recompression_series(rows)
+    if not series:
+        return ""
+    table = [{"label": s["label"], "q": ", ".join(map(str, s["qualities"])) or "–", "gens": len(s["psnr"]),
+              "bpp1": s["bpp"][0], "p1": s["psnr"][0], "pn": s["psnr"][-1], "pmin": min(s["psnr"]),
+              "drop": s["psnr"][0] - s["psnr"][-1], "n": len(s["rows"])} for s in series]
+    figures["recompression.png"] = recompression_figure({s["label"]: s for s in series})
+    out = [
+        '<section id="recompression"><h2>Recompression</h2>'
+        '<p class="note">Each generation decodes the previous generation’s 8-bit image from real bytes; '
+        "PSNR is against the original. JPEG/WebP use, per image, the quality whose first-generation bpp is "
+        "closest to the matched model’s. Curves are means over images.</p>",
+        _table(table, [("label", "codec"), ("q", "matched quality"), ("gens", "generations"),
+                       ("bpp1", "bpp (gen 1)"), ("p1", "PSNR gen 1"), ("pn", "PSNR last"), ("pmin", "PSNR min"),
+                       ("drop", "drop gen 1→last"), ("n", "images")]),
+        f"<figure>{_img(figures['recompression.png'], 'recompression curves')}</figure>",
+    ]
+    # decoded images at the kept generations, for images that every setting saw
+    common = sorted(set.intersection(*(set(s["images"]) for s in series)))
+    for name in common[:2]:
+        strip_rows, original = {}, None
+        for s in series:
+            row = next(r for r in s["rows"] if r.config["image"]["name"] == name)
+            art = store.artifacts(row.key)
+            if "generation-000.png" in art:
+                original = original or art["generation-000.png"].data
+            label = s["label"].replace(" (bpp-matched to", "\n(matched to") + f"\n{row.result['codec']}"
+            strip_rows[label] = {int(n[len("generation-"):-4]): a.data for n, a in art.items()
+                                 if n != "generation-000.png"}
+        if original is not None:
+            figures[f"recompression-{name}.png"] = png = generation_strip(strip_rows, original, crop=128)
+            out.append(f"<figure>{_img(png, 'generations of ' + name)}<figcaption>{html.escape(name)}: centre "
+                       "128×128 pixels at the kept generations.</figcaption></figure>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _transfer_section(image_rows: list[Row], model_rows: list[Row], figures: dict[str, bytes]) -> str:
+    if not image_rows and not model_rows:
+        return ""
+    out = ['<section id="transfer"><h2>Transfer</h2><p class="note">Cells: reconstruction PSNR drop (dB) '
+           "of the target caused by what was crafted on the source, from real bitstreams; the diagonal is "
+           "the white-box attack.</p>"]
+    for i, r in enumerate(image_rows):
+        c = r.config
+        title = f"cross-image · {_label(c)} · {c['attack']} · {c['budget']}"
+        figures[f"transfer-image-{i + 1}.png"] = png = heatmap_figure(TransferMatrix.from_dict(r.result), "psnr-drop", title)
+        out.append(f"<figure>{_img(png, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
+    groups: dict[tuple, list[Row]] = {}
+    for r in model_rows:
+        c = r.config
+        groups.setdefault((c["attack"], c["budget"], tuple(c["sources"]), tuple(c["targets"]), c.get("crop")), []).append(r)
+    for i, ((attack, budget, _, _, _), members) in enumerate(groups.items()):
+        matrix = mean_matrix([TransferMatrix.from_dict(m.result) for m in members])
+        title = f"cross-model · {attack} · {budget} · mean over {len(members)} image(s)"
+        figures[f"transfer-model-{i + 1}.png"] = png = heatmap_figure(matrix, "psnr-drop", title)
+        out.append(f"<figure>{_img(png, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
+    out.append("</section>")
+    return "".join(out)
+
+
+# ----- the page ---------------------------------------------------------------------------------------
+def render_report(store: ResultStore, title: str = "robustnic report", max_panels: int = 12,
+                  notes: Iterable[str] = (), figures: dict[str, bytes] | None = None) -> str:
+    """The report page for every row of ``store``, as an HTML string.
+
+    The PNGs embedded in the page are also put into ``figures`` (file name -> bytes) when given.
+    """
+    figures = {} if figures is None else figures
+    rows = store.rows()
+    by_kind: dict[str, list[Row]] = {}
+    for r in rows:
+        by_kind.setdefault(r.kind, []).append(r)
+    sections = [
+        _rd_section(by_kind.get("rd", []), figures),
+        _attack_section(by_kind.get("attack", []), store, max_panels, figures),
+        _curves_section(by_kind.get("attack", []), figures),
+        _recompression_section(by_kind.get("recompression", []), store, figures),
+        _transfer_section(by_kind.get("transfer-image", []), by_kind.get("transfer-model", []), figures),
+    ]
+    present = re.findall(r'<section id="([^"]+)"><h2>([^<]+)</h2>', "".join(sections))
+    nav = " ".join(f'<a href="#{i}">{html.escape(t)}</a>' for i, t in present)
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r.kind for r in rows).items())) or "no rows"
+    versions = ", ".join(sorted({r.code_version for r in rows})) or "–"
+    created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    note_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
+    body = "".join(sections) or "<p>The store holds no rows yet: run <code>robustnic bench</code>.</p>"
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        f"<meta name=viewport content='width=device-width'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><main>"
+        f"<h1>{html.escape(title)}</h1>"
+        f'<p class="meta">robustnic {__version__} · store <code>{html.escape(Path(store.path).name)}</code> · '
+        f"{len(rows)} rows ({html.escape(counts)}) · code {html.escape(versions)} · generated {created}. "
+        "All rows: <a href=results.csv>results.csv</a>, <a href=results.json>results.json</a>.</p>"
+        f"{note_html}<nav>{nav}</nav>{body}</main></body></html>\n"
+    )
+
+
+def build_report(store: str | os.PathLike, out_dir: str | os.PathLike, title: str = "robustnic report",
+                 max_panels: int = 12, notes: Iterable[str] = (), save_figures: bool = True) -> Path:
+    """Write ``OUT_DIR/report.html`` (self-contained) and ``results.csv``/``results.json``; return the page.
+
+    With ``save_figures`` the plots and panels are also written as PNGs into ``OUT_DIR/figures``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, bytes] = {}
+    with ResultStore(store, readonly=True) as results:
+        page = render_report(results, title, max_panels, notes, figures)
+        rows = results.rows()
+    export_rows(rows, out / "results.csv")
+    export_rows(rows, out / "results.json")
+    if save_figures:
+        for name, png in figures.items():
+            atomic_write_bytes(out / "figures" / name, png)
+    path = out / REPORT_NAME
+    atomic_write_text(path, page)
+    return path

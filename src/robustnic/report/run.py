@@ -1,0 +1,67 @@
+"""Run a study spec into a store and write its report: what ``bench``-like commands and the demo share."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from robustnic.report.html import build_report
+from robustnic.studies.curves import group_means
+from robustnic.studies.grid import GridSummary, run_spec
+from robustnic.studies.presets import demo_spec
+from robustnic.studies.store import ResultStore
+
+
+@dataclass
+class StudyRun:
+    """Where a study's results went and what the run did."""
+
+    summary: GridSummary
+    store: Path
+    report: Path
+    seconds: float
+    notes: list[str]
+
+
+def run_study(
+    spec: dict[str, Any],
+    out_dir: str | os.PathLike,
+    store: str | os.PathLike | None = None,
+    title: str = "robustnic report",
+    notes: Iterable[str] = (),
+    workers: int = 1,
+    threads: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+) -> StudyRun:
+    """Run ``spec`` into ``store`` (default ``OUT_DIR/results.sqlite``; resumes) and report it in ``OUT_DIR``."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store_path = Path(store) if store is not None else out / "results.sqlite"
+    summary = run_spec(spec, store_path, workers=workers, threads=threads, device=device, progress=progress)
+    notes = list(notes)
+    if summary.failed:
+        notes.append(f"{len(summary.failed)} job(s) failed and are missing from this report (rerun to retry)")
+    report = build_report(store_path, out, title=title, notes=notes)
+    return StudyRun(summary, store_path, report, time.perf_counter() - t0, notes)
+
+
+def attack_headline(store: str | os.PathLike, budget: str | None = None) -> list[dict[str, Any]]:
+    """Mean clean and attacked reconstruction PSNR per (model, defense, attack, budget), from a store."""
+    with ResultStore(store, readonly=True) as results:
+        rows = [r for r in results.rows("attack") if budget is None or r.config["budget"] == budget]
+    means = group_means(rows, ("model", "defense", "attack", "budget"),
+                        ("psnr-in", "psnr-clean", "psnr-out", "delta-psnr", "bpp-increase"))
+    return sorted(means, key=lambda r: (str(r["budget"]), str(r["attack"]), str(r["model"]), str(r["defense"])))
+
+
+def run_demo(out_dir: str | os.PathLike, quick: bool = False, workers: int = 2, vanilla: str | None = None,
+             robust: list[str] | None = None, progress: bool = True) -> StudyRun:
+    """The demo (see :func:`robustnic.studies.presets.demo_spec`): run it and write its report."""
+    spec, notes = demo_spec(quick=quick, vanilla=vanilla, robust=robust)
+    title = "robustnic demo" + (" (quick)" if quick else "")
+    return run_study(spec, out_dir, title=title, notes=notes, workers=workers, progress=progress)

@@ -1,0 +1,125 @@
+"""Robustness curves from attack rows, and the one number that summarises a curve.
+
+A curve is one (model, defense, attack, objective, stand-in, steps, adaptive) setting swept over
+budgets of one kind (``psnr:30 … psnr:50`` or ``linf:1 … linf:16``); every point is the mean over
+the images of the reconstruction PSNR under attack (``psnr-out``, vs the source image), the bpp
+increase and Chen & Ma's ΔPSNR (VI), all measured on real bitstreams.
+
+**Robust PSNR (the curve's area, normalised).** :func:`curve_auc` integrates ``psnr-out`` over the
+budget axis with the trapezoid rule and divides by the width of the budget range::
+
+    AUC = 1 / (b_max − b_min) · ∫ psnr_out(b) db        (one budget: AUC = psnr_out there)
+
+so it is the *average reconstruction PSNR in dB over the budget range*: higher is more robust, and
+a codec whose reconstruction the attack cannot move scores its clean PSNR. It is only comparable
+between curves over the same budget range, which is why every AUC is reported with its range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from robustnic.studies.store import Row
+
+#: Configuration keys that identify an attack setting (all but the budget and the image).
+CURVE_KEYS = ("model", "defense", "attack", "objective", "standin", "steps", "adaptive", "crop", "seed")
+#: Per-image results averaged at each point.
+CURVE_METRICS = ("psnr-in", "psnr-clean", "psnr-out", "psnr-drop", "delta-psnr", "bpp-clean", "bpp-adv",
+                 "bpp-increase")
+
+
+def budget_axis(budget: str) -> tuple[str, float]:
+    """``"psnr:40"`` -> ``("psnr", 40.0)`` (kind and value as a spec writes them)."""
+    kind, _, value = str(budget).partition(":")
+    return kind.lower(), float(value)
+
+
+def finite_mean(values: Iterable[float | None]) -> float:
+    """Mean of the finite values (NaN if there is none)."""
+    got = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(got) / len(got) if got else math.nan
+
+
+def curve_auc(x: list[float], y: list[float]) -> float:
+    """Normalised trapezoid area of ``y`` over ``x`` (see the module docstring); NaN points skipped."""
+    pts = sorted((a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b))
+    if not pts:
+        return math.nan
+    if len(pts) == 1 or pts[-1][0] == pts[0][0]:
+        return finite_mean(b for _, b in pts)
+    area = sum((x1 - x0) * (y0 + y1) / 2 for (x0, y0), (x1, y1) in zip(pts, pts[1:]))
+    return area / (pts[-1][0] - pts[0][0])
+
+
+@dataclass
+class RobustnessCurve:
+    """Means over images at each budget of one attack setting (``setting``: the :data:`CURVE_KEYS`)."""
+
+    setting: dict[str, Any]
+    budget_kind: str
+    budgets: list[float]
+    points: dict[str, list[float]] = field(default_factory=dict)
+    images: list[int] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        s = self.setting
+        label = str(s["model"])
+        if s.get("defense") not in (None, "none"):
+            label += f" +{s['defense']}" + (" (adaptive)" if s.get("adaptive") else "")
+        return f"{label}, {s['attack']}"
+
+    @property
+    def auc(self) -> float:
+        """Robust PSNR: mean reconstruction PSNR under attack over the budget range (dB)."""
+        return curve_auc(self.budgets, self.points["psnr-out"])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "setting": self.setting, "budget_kind": self.budget_kind,
+                "budgets": self.budgets, "points": self.points, "images": self.images, "auc": self.auc,
+                "range": [min(self.budgets), max(self.budgets)]}
+
+
+def robustness_curves(rows: Iterable[Row]) -> list[RobustnessCurve]:
+    """Group ``attack`` rows into curves (one per setting and budget kind), sorted by label."""
+    groups: dict[tuple, dict[float, list[Row]]] = {}
+    settings: dict[tuple, dict[str, Any]] = {}
+    for row in rows:
+        if row.kind != "attack":
+            continue
+        kind, value = budget_axis(row.config["budget"])
+        setting = {k: row.config.get(k) for k in CURVE_KEYS}
+        gid = (kind, *map(repr, setting.values()))
+        settings[gid] = setting
+        groups.setdefault(gid, {}).setdefault(value, []).append(row)
+    curves = []
+    for gid, by_budget in groups.items():
+        budgets = sorted(by_budget)
+        curve = RobustnessCurve(settings[gid], gid[0], budgets)
+        for metric in CURVE_METRICS:
+            curve.points[metric] = [finite_mean(r.result.get(metric) for r in by_budget[b]) for b in budgets]
+        curve.images = [len(by_budget[b]) for b in budgets]
+        curves.append(curve)
+    return sorted(curves, key=lambda c: (c.budget_kind, c.label))
+
+
+def group_means(rows: Iterable[Row], by: tuple[str, ...], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Average ``metrics`` over rows that share the configuration values ``by`` (``n``: rows per group).
+
+    Non-finite values are left out of a mean; booleans average to a fraction.
+    """
+    groups: dict[tuple, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(tuple(repr(row.config.get(k)) for k in by), []).append(row)
+    out = []
+    for members in groups.values():
+        entry: dict[str, Any] = {k: members[0].config.get(k) for k in by}
+        for m in metrics:
+            entry[m] = finite_mean(
+                float(r.result[m]) if isinstance(r.result.get(m), (bool, int, float)) else None for r in members
+            )
+        entry["n"] = len(members)
+        out.append(entry)
+    return out

@@ -1,0 +1,127 @@
+"""Ready-made grid specs: the single-study commands (``recompress``, ``curves``, ``transfer``) and the demo.
+
+Each function returns a spec dict for :func:`robustnic.studies.grid.run_spec`, so a study started
+from the command line is stored, resumed and reported exactly like a hand-written grid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from robustnic.codecs.zoo import DEFAULT_MODEL, read_manifest
+
+#: Manifest words that mark an adversarially fine-tuned (robust) model.
+ROBUST_MARKERS = ("robust", "adv", "finetune", "fine-tuned", "-ft")
+CLASSICAL = ("jpeg", "webp")
+
+
+def _images(images: str | list[str]) -> list[str]:
+    return [images] if isinstance(images, str) else list(images)
+
+
+def recompression_spec(
+    models: list[str], images: str | list[str] = "bundled", crop: int | None = 256, generations: int = 50,
+    match: str | None = None, classical: tuple[str, ...] = CLASSICAL, defenses: tuple[str, ...] = ("none",),
+    snapshots: tuple[int, ...] = (1, 2, 5, 10, 20, 50), seed: int = 0,
+) -> dict[str, Any]:
+    """Recompression of ``models`` (each with every defense) plus JPEG/WebP matched to ``match``
+    (default: the first model) at first-generation bpp."""
+    studies: list[dict[str, Any]] = [{"kind": "recompression", "models": list(models), "defenses": list(defenses),
+                                      "generations": generations, "snapshots": list(snapshots)}]
+    if classical:
+        studies.append({"kind": "recompression", "models": [f"{c}:match" for c in classical],
+                        "match": match or models[0], "generations": generations, "snapshots": list(snapshots)})
+    return {"seed": seed, "crop": crop, "images": _images(images), "study": studies}
+
+
+def curves_spec(
+    models: list[str], budgets: list[str], attack: str = "paper", defenses: tuple[str, ...] = ("none",),
+    images: str | list[str] = "bundled", crop: int | None = 256, steps: int = 100, adaptive: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """A budget sweep of one attack over models x defenses (robustness curves)."""
+    return {"seed": seed, "crop": crop, "images": _images(images), "study": [
+        {"kind": "attack", "models": list(models), "attacks": [attack], "budgets": list(budgets),
+         "defenses": list(defenses), "steps": steps, "adaptive": adaptive},
+    ]}
+
+
+def transfer_spec(
+    models: list[str], targets: list[str], attack: str = "paper", budget: str = "psnr:40",
+    images: str | list[str] = "bundled", crop: int | None = 256, steps: int = 100, seed: int = 0,
+    cross_image: bool = True,
+) -> dict[str, Any]:
+    """Cross-model transfer (crafted on ``models``, decoded by ``targets``) and, with ``cross_image``,
+    cross-image transfer on each model."""
+    studies: list[dict[str, Any]] = [{"kind": "transfer-model", "attack": attack, "budget": budget, "steps": steps,
+                                      "sources": list(models), "targets": list(targets)}]
+    if cross_image:
+        studies.append({"kind": "transfer-image", "models": list(models), "attack": attack, "budget": budget,
+                        "steps": steps})
+    return {"seed": seed, "crop": crop, "images": _images(images), "study": studies}
+
+
+def robust_models(manifest: dict | None = None) -> list[str]:
+    """Shipped models that are adversarially fine-tuned: manifest rows whose family, note or keys
+    mention one of :data:`ROBUST_MARKERS`."""
+    manifest = read_manifest() if manifest is None else manifest
+    found = []
+    for spec, m in manifest.items():
+        text = " ".join([m.family, str(m.info.get("note", "")), *m.info.keys()]).lower()
+        if any(word in text for word in ROBUST_MARKERS):
+            found.append(spec)
+    return sorted(found)
+
+
+def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str] | None = None) -> tuple[dict, list[str]]:
+    """The demo grid and the notes to print with it.
+
+    Full demo (shipped zoo, 256x256 crops of the bundled photos): clean RD against JPEG/WebP, the
+    paper's attack at 40 dB on the vanilla model, through the self-ensemble and on each fine-tuned
+    model, a budget sweep, a short recompression and a cross-model transfer. ``quick`` runs the
+    same studies on tiny random models and 64x64 crops (a smoke test, seconds).
+    """
+    notes: list[str] = []
+    if quick:
+        vanilla = "bmshj2018-hyperprior:N=8:M=16:random"
+        robust = ["bmshj2018-factorized:N=8:M=16:random"] if robust is None else robust
+        notes.append("quick mode: tiny random models stand in for the shipped zoo (numbers are meaningless)")
+        crop, images, steps, gens, budgets = 64, ["bundled:astronaut", "bundled:coffee"], 3, 4, ["psnr:35", "psnr:45"]
+        snapshots, rd_q = [1, 4], [30, 70]
+    else:
+        manifest = read_manifest()
+        vanilla = vanilla or (DEFAULT_MODEL if DEFAULT_MODEL in manifest else next(iter(manifest), None))
+        if vanilla is None:
+            from robustnic.errors import CodecLoadError
+
+            raise CodecLoadError("no shipped model yet (weights/manifest.json is empty): run with --quick, or "
+                                 "name a model with --model")
+        robust = robust_models(manifest) if robust is None else robust
+        if not robust:
+            notes.append("no fine-tuned (robust) model is shipped yet: its rows are skipped")
+        crop, steps, gens, budgets = 256, 40, 15, ["psnr:30", "psnr:35", "psnr:40", "psnr:45"]
+        images = ["bundled:astronaut", "bundled:coffee", "bundled:chelsea", "bundled:flower"]
+        snapshots, rd_q = [1, 5, 15], [10, 30, 50, 70, 90]
+    learned = [vanilla, *robust]
+    first_two = images[:2]
+    studies: list[dict[str, Any]] = [
+        {"kind": "rd", "models": learned + [f"{c}:q{q}" for c in CLASSICAL for q in rd_q]},
+        {"kind": "rd", "models": [vanilla], "defenses": ["ensemble"]},
+        {"kind": "attack", "models": learned, "attacks": ["paper"], "budgets": ["psnr:40"], "steps": steps},
+        {"kind": "attack", "models": [vanilla], "attacks": ["paper"], "budgets": ["psnr:40"], "steps": steps,
+         "defenses": ["ensemble"]},
+        {"kind": "attack", "models": [vanilla], "attacks": ["noise"], "budgets": ["psnr:40"]},
+        {"kind": "attack", "models": learned, "attacks": ["paper"], "budgets": [b for b in budgets if b != "psnr:40"],
+         "steps": steps, "images": first_two},
+        {"kind": "recompression", "models": learned, "generations": gens, "snapshots": snapshots,
+         "images": first_two},
+        {"kind": "recompression", "models": [vanilla], "defenses": ["ensemble"], "generations": gens,
+         "snapshots": snapshots, "images": first_two},
+        {"kind": "recompression", "models": [f"{c}:match" for c in CLASSICAL], "match": vanilla, "generations": gens,
+         "snapshots": snapshots, "images": first_two},
+        {"kind": "transfer-model", "attack": "paper", "budget": "psnr:40", "steps": steps, "sources": learned,
+         "targets": learned + ["jpeg:q50"], "images": first_two[:1]},
+        {"kind": "transfer-image", "models": [vanilla], "attack": "paper", "budget": "psnr:40", "steps": steps,
+         "images": first_two},
+    ]
+    return {"seed": 0, "crop": crop, "images": images, "study": studies}, notes

@@ -1,0 +1,62 @@
+"""``robustnic demo --quick``: runs every study, writes the report, resumes; the report renders in Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from robustnic.cli.main import main
+from robustnic.studies import ResultStore
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    return out
+
+
+def test_quick_demo_runs_every_study_and_prints_the_report(demo, capsys):
+    assert main(["demo", "--quick", "--out", str(demo), "--workers", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    report = demo / "report.html"
+    assert f"report: {report.resolve()}" in printed and report.is_file()
+    with ResultStore(demo / "results.sqlite", readonly=True) as store:
+        kinds = {r.kind for r in store.rows()}
+        n = len(store)
+    assert kinds == {"rd", "attack", "recompression", "transfer-model", "transfer-image"}
+    page = report.read_text()
+    for section in ("rd", "attacks", "curves", "recompression", "transfer"):
+        assert f'<section id="{section}">' in page
+    assert "quick mode" in page
+    # a rerun finds every row and runs nothing
+    assert main(["demo", "--quick", "--out", str(demo), "--workers", "1", "--no-progress"]) == 0
+    assert re.search(rf"0 jobs run, {n} already done, 0 failed", capsys.readouterr().out)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(demo, tmp_path):
+    report = demo / "report.html"
+    if not report.is_file():
+        pytest.skip("the demo test did not produce a report")
+    shot = tmp_path / "shot.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", f"--screenshot={shot}", "--window-size=1400,3000",
+           report.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, timeout=180)
+    assert shot.is_file(), proc.stderr.decode()[-2000:]
+    arr = np.asarray(Image.open(shot).convert("RGB"))
+    assert arr.shape[:2] == (3000, 1400)
+    ink = (arr < 200).any(axis=2)
+    assert ink.mean() > 0.05  # tables, plots and panels drawn, not a blank page
+    colourful = (arr.max(axis=2).astype(int) - arr.min(axis=2)) > 60
+    assert colourful.sum() > 20_000  # plots and photos, not only text

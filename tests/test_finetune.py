@@ -1,0 +1,121 @@
+"""Adversarial fine-tuning on a tiny model: the hook, the run, resuming, the checkpoint, the CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robustnic.attacks import MSE, PSNR, Linf
+from robustnic.cli.main import main
+from robustnic.codecs import load_codec
+from robustnic.codecs.architectures import get_architecture
+from robustnic.codecs.checkpoint import read_state_dict, save_checkpoint
+from robustnic.codecs.learned import is_updated
+from robustnic.data.images import save_image
+from robustnic.data.photos import bundled_photos
+from robustnic.defenses.finetune import AdversarialPerturb, FinetuneConfig, FinetuneTrainer, finetune, ramped_budget
+from robustnic.errors import RobustnicError
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny hyperprior checkpoint (N=8, M=16) in CompressAI's layout, and training photos."""
+    folder = tmp_path_factory.mktemp("finetune")
+    torch.manual_seed(3)
+    net = get_architecture("bmshj2018-hyperprior").build(8, 16)
+    save_checkpoint({"state_dict": net.state_dict(), "config": {"lmbda": 0.01}}, folder / "tiny.pth.tar")
+    for name, x in bundled_photos(["chelsea", "flower"], crop=128).items():
+        save_image(x, folder / "images" / f"{name}.png")
+    return folder
+
+
+def _config(folder, **overrides) -> FinetuneConfig:
+    base = dict(model=str(folder / "tiny.pth.tar"), steps=3, batch_size=2, patch_size=64, attack_steps=2,
+                ramp_steps=2, val_every=3, val_photos=["coffee"], val_crop=64, val_attack_steps=2,
+                checkpoint_every=3, images=[str(folder / "images")], lr=1e-3)
+    return FinetuneConfig(**(base | overrides))
+
+
+def test_budget_ramps_up_from_zero():
+    assert ramped_budget(PSNR(30), 0.0) is None
+    assert ramped_budget(PSNR(30), 0.25).tau == pytest.approx(0.25e-3)
+    assert ramped_budget(PSNR(30), 2.0).tau == pytest.approx(1e-3)
+    assert ramped_budget(Linf(8), 0.5).eps == 4
+    hook = AdversarialPerturb(FinetuneConfig(budget="mse:1e-3", ramp_steps=10))
+    taus = [hook.budget_at(s).tau for s in (0, 4, 9, 50)]
+    assert taus == pytest.approx([1e-4, 5e-4, 1e-3, 1e-3])
+
+
+def test_hook_attacks_a_fraction_inside_the_budget_and_leaves_parameters_alone():
+    torch.manual_seed(0)
+    net = get_architecture("bmshj2018-hyperprior").build(8, 16)
+    net.requires_grad_(True)
+    batch = torch.cat(list(bundled_photos(["astronaut", "coffee", "chelsea", "china"], crop=64).values()))
+    hook = AdversarialPerturb(FinetuneConfig(budget="psnr:30", ramp_steps=4, adv_fraction=0.5, attack_steps=3))
+    out = hook(net, batch, step=1)  # half the ramp: MSE budget 5e-4
+    assert out.shape == batch.shape and hook.last["n_adv"] == 2
+    assert torch.equal(out[2:], batch[2:])
+    assert not torch.equal(out[:2], batch[:2])
+    assert MSE(5e-4).satisfied(batch[:2], out[:2])
+    assert torch.equal(out[:2], (out[:2] * 255).round() / 255)  # 8-bit images
+    assert all(p.requires_grad and p.grad is None for p in net.parameters())
+    assert torch.equal(AdversarialPerturb(FinetuneConfig(adv_fraction=0.0))(net, batch, 5), batch)
+
+
+def test_finetuning_changes_weights_and_the_checkpoint_loads_in_the_zoo(tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    result = finetune(_config(tiny_checkpoint), out, export_to=tmp_path / "robust.pth.tar", progress=False)
+    assert result["step"] == 3 and not result["resumed"]
+    val = result["history"][-1]["val"]
+    assert {"bpp", "psnr-rgb", "psnr-attacked", "psnr-drop"} <= set(val)
+    assert result["source"]["lmbda"] == 0.01  # the source checkpoint's own λ
+    before, after = read_state_dict(tiny_checkpoint / "tiny.pth.tar"), read_state_dict(out / "last.pth.tar")
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("g_a."))
+    x = bundled_photos(["coffee"], crop=(45, 71))["coffee"]
+    for path in (out / "last.pth.tar", tmp_path / "robust.pth.tar"):
+        codec = load_codec(str(path))
+        assert is_updated(codec.net)
+        coded = codec.roundtrip(x)
+        assert coded.x_hat.shape == x.shape and coded.bpp > 0
+    # the checkpoint's coder tables are the ones its weights give (no stale tables)
+    reference = load_codec(str(out / "last.pth.tar"))
+    reference.net.update(force=True)
+    assert load_codec(str(out / "last.pth.tar")).compress(x) == reference.compress(x)
+
+
+def test_rerun_resumes_and_other_settings_are_refused(tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    finetune(_config(tiny_checkpoint, steps=2, checkpoint_every=1, val_every=100), out, progress=False)
+    resumed = FinetuneTrainer(_config(tiny_checkpoint, steps=4, checkpoint_every=1, val_every=100), out, progress=False)
+    assert resumed.resumed and resumed.step == 2
+    with pytest.raises(RobustnicError, match="other settings"):
+        FinetuneTrainer(_config(tiny_checkpoint, budget="psnr:35"), out, progress=False)
+
+
+def test_source_target_follows_the_input_target_when_nothing_is_attacked(tiny_checkpoint, tmp_path):
+    """Same seeds: with no attacked patch the two targets coincide; with attacked ones they differ."""
+    def weights(**kw):
+        trainer = FinetuneTrainer(_config(tiny_checkpoint, **kw), tmp_path / str(len(list(tmp_path.iterdir()))),
+                                  progress=False)
+        for _ in range(2):
+            trainer.train_step()
+        return trainer.net.state_dict()
+
+    a = weights(adv_fraction=0.0, target="input")
+    b = weights(adv_fraction=0.0, target="source")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = weights(adv_fraction=1.0, ramp_steps=0, target="input")
+    d = weights(adv_fraction=1.0, ramp_steps=0, target="source")
+    assert any(not torch.equal(c[k], d[k]) for k in c if k.startswith("g_s."))
+
+
+def test_cli_finetune(tiny_checkpoint, tmp_path, capsys):
+    args = ["finetune", "--model", str(tiny_checkpoint / "tiny.pth.tar"), "--out", str(tmp_path / "cli"),
+            "--steps", "2", "--batch-size", "2", "--patch-size", "64", "--attack-steps", "1", "--ramp-steps", "1",
+            "--val-every", "100", "--checkpoint-every", "2", "--images", str(tiny_checkpoint / "images"),
+            "--no-progress", "--export", str(tmp_path / "cli.pth.tar")]
+    assert main(args) == 0
+    assert (tmp_path / "cli" / "last.pth.tar").is_file() and (tmp_path / "cli.pth.tar").is_file()
+    assert '"sha256"' in capsys.readouterr().out
+    assert main(args[:-2] + ["--budget", "psnr:abc", "--out", str(tmp_path / "bad")]) == 2
+    assert "error" in capsys.readouterr().err

@@ -1,0 +1,123 @@
+"""The HTML report: self-contained, every section present, numbers from the store; panels and figures."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from robustnic.cli.main import main
+from robustnic.report import amplified_perturbation, attack_panel, build_report, zoom_window
+from robustnic.report.html import family
+from robustnic.report.panels import panel_array
+from robustnic.studies import Artifact, ResultStore, Row, TransferMatrix
+from robustnic.studies.jobs import png_bytes
+
+
+def _img(seed: int, size: int = 48) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, size, size, generator=g).mul(255).round().div(255)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A store with hand-made rows of every kind (no codec runs: the report only reads rows)."""
+    path = tmp_path_factory.mktemp("store") / "s.sqlite"
+    x = _img(0)
+    x_adv = (x + 0.02 * torch.sign(_img(1) - 0.5)).clamp(0, 1).mul(255).round().div(255)
+    rc = x.clone()
+    ra = rc.clone()
+    ra[..., 30:40, 5:15] = 1.0  # the attacked reconstruction differs here
+    with ResultStore(path) as s:
+        for i, (model, q, bpp, p) in enumerate([("jpeg:q30", 30, 0.9, 28.0), ("jpeg:q70", 70, 1.6, 33.0),
+                                                ("hyperprior-small:q2", 2, 0.4, 30.5)]):
+            s.put(Row(f"rd{i}", "rd", {"kind": "rd", "model": model, "defense": "none", "crop": 48,
+                                         "image": {"name": "a"}}, "v1",
+                      {"bpp": bpp, "bpp-file": bpp + 0.01, "psnr-rgb": p, "ms-ssim-rgb": None}))
+        for i, (budget, out) in enumerate([("psnr:30", 17.5), ("psnr:40", 23.25), ("psnr:50", 29.0)]):
+            config = {"kind": "attack", "model": "hyperprior-small:q2", "defense": "none", "attack": "paper",
+                      "budget": budget, "objective": "distortion", "standin": "none", "steps": 10,
+                      "adaptive": False, "crop": 48, "seed": 0, "image": {"name": "a"}}
+            result = {"psnr-in": float(budget[5:]), "psnr-clean": 30.5, "psnr-out": out, "psnr-drop": 30.5 - out,
+                      "delta-psnr": 6.5, "bpp-clean": 0.4, "bpp-adv": 0.5, "bpp-increase": 0.1, "budget-ok": True}
+            s.put(Row(f"atk{i}", "attack", config, "v1", result), [
+                Artifact("source.png", png_bytes(x)), Artifact("adversarial.png", png_bytes(x_adv)),
+                Artifact("reconstruction-clean.png", png_bytes(rc)),
+                Artifact("reconstruction-adversarial.png", png_bytes(ra))])
+        for i, (model, match, ps) in enumerate([("hyperprior-small:q2", None, [30.0, 27.0, 24.0]),
+                                                ("jpeg:match", "hyperprior-small:q2", [29.0, 28.9, 28.9])]):
+            config = {"kind": "recompression", "model": model, "defense": "none", "generations": 3, "crop": 48,
+                      "seed": 0, "snapshots": [1, 3], "image": {"name": "a"}}
+            result = {"codec": "jpeg:q12" if match else model, "psnr": ps, "bpp": [0.4, 0.41, 0.42]}
+            if match:
+                config["match"] = match
+                result["matched-quality"] = 12
+            s.put(Row(f"rec{i}", "recompression", config, "v1", result), [
+                Artifact("generation-000.png", png_bytes(x)), Artifact("generation-001.png", png_bytes(rc)),
+                Artifact("generation-003.png", png_bytes(ra))])
+        matrix = TransferMatrix(["a", "b"], ["a", "b"], {"psnr-drop": [[7.0, 1.5], [2.0, 6.0]]})
+        s.put(Row("ti", "transfer-image", {"kind": "transfer-image", "model": "hyperprior-small:q2",
+                                           "defense": "none", "attack": "paper", "budget": "psnr:40"}, "v1",
+                  matrix.as_dict()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def report(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    assert main(["report", str(store), "-o", str(out)]) == 0
+    return out
+
+
+def test_report_is_self_contained_and_has_every_section(report):
+    page = (report / "report.html").read_text()
+    for section in ("rd", "attacks", "curves", "recompression", "transfer"):
+        assert f'<section id="{section}">' in page
+    # no network: nothing is loaded from a URL, no script at all
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<script" not in page and "<link" not in page
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) >= 7  # rd, 3 panels, curves, recompression curves + strip, heatmap
+    for data in images:
+        Image.open(io.BytesIO(base64.b64decode(data))).verify()
+
+
+def test_report_numbers_come_from_the_store(report):
+    page = (report / "report.html").read_text()
+    assert "23.25" in page  # psnr-out at 40 dB
+    # AUC of (30, 17.5), (40, 23.25), (50, 29.0): a straight line, mean 23.25
+    assert re.search(r"<td[^>]*>psnr</td><td[^>]*>30–50</td><td[^>]*>3</td><td[^>]*>23\.25</td>", page)
+    assert "jpeg (bpp-matched to hyperprior-small:q2)" in page and "<td>12</td>" in page
+    with open(report / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 + 3 + 2 + 1 and {r["kind"] for r in rows} == {"rd", "attack", "recompression", "transfer-image"}
+    assert (report / "figures" / "curves.png").is_file() and (report / "figures" / "panel-1.png").is_file()
+
+
+def test_empty_store_gives_a_page_that_says_so(tmp_path):
+    ResultStore(tmp_path / "e.sqlite").close()
+    page = build_report(tmp_path / "e.sqlite", tmp_path / "out").read_text()
+    assert "no rows yet" in page
+
+
+def test_panel_zooms_where_the_reconstructions_differ():
+    a = torch.zeros(1, 3, 64, 80)
+    b = a.clone()
+    b[..., 40:50, 60:70] = 1.0
+    top, left, side = zoom_window(a, b, 16)
+    assert side == 16 and top <= 40 and top + side >= 50 and left <= 60 and left + side >= 70
+    pert, k = amplified_perturbation(a, a + 0.01)
+    assert k == pytest.approx(50.0) and torch.allclose(pert, torch.ones_like(pert))
+    png = attack_panel(a, a, a, b, title="t")
+    arr = panel_array(png)
+    assert arr.shape[1] > 5 * 200 and arr.shape[0] > 2 * 200  # five columns, two rows of tiles
+
+
+def test_codec_family_drops_the_quality():
+    assert family("jpeg:q50") == "jpeg" and family("hyperprior-small:q2") == "hyperprior-small"
+    assert family("bmshj2018-hyperprior:3:mse") == "bmshj2018-hyperprior:mse"
