@@ -14,14 +14,16 @@ from PIL import Image
 
 from robustnic.cli.main import main
 from robustnic.studies import ResultStore
+from robustnic.studies.grid import CODE_VERSION_ENV
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    return out
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CODE_VERSION_ENV, "test-pinned")  # others may edit the hashed sources meanwhile
+        yield tmp_path_factory.mktemp("demo")
 
 
 def test_quick_demo_runs_every_study_and_prints_the_report(demo, capsys):

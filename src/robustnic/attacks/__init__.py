@@ -25,6 +25,7 @@ from robustnic.attacks.objectives import OBJECTIVES, Distortion, Objective, Rate
 from robustnic.attacks.paper import PaperAttack
 from robustnic.attacks.paper_reference import PaperReferenceAttack
 from robustnic.attacks.pgd import PGD
+from robustnic.attacks.runner import AttackResult, run_attacks, summarize, write_results
 from robustnic.attacks.verify import verify_attack, verify_images
 from robustnic.codecs.base import Codec
 from robustnic.errors import RobustnicError
@@ -67,6 +68,7 @@ __all__ = [
     "PGD",
     "PSNR",
     "Attack",
+    "AttackResult",
     "BestIterate",
     "Budget",
     "Distortion",
@@ -80,7 +82,10 @@ __all__ = [
     "make_attack",
     "make_objective",
     "parse_budget",
+    "run_attacks",
+    "summarize",
     "sweep_budgets",
     "verify_attack",
     "verify_images",
+    "write_results",
 ]

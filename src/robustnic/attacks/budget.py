@@ -32,8 +32,8 @@ from robustnic.errors import BudgetError
 
 #: Relative slack for float64 round-off in the budget test (far below one 8-bit step).
 _SLACK = 1e-9
-#: Bisection iterations: the scale is found to 2**-40, far finer than one 8-bit step.
-_BISECTION_STEPS = 40
+#: Bisection iterations: the scale is found to 2**-24 of its range.
+_BISECTION_STEPS = 24
 
 
 def _grid_diff(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -134,15 +134,21 @@ class Budget(ABC):
 
         Raises :class:`BudgetError` when even ``s = 0`` (the 8-bit image closest to ``x``) is outside.
         """
-        x64 = x.detach().double() * 255.0
-        v = direction.detach().double() * 255.0
         B = x.shape[0]
+        base = x.detach().float() * 255.0
+        on_grid = bool(((base - base.round()).abs() < 1e-3).all())
+        if on_grid:  # the usual case: exact small integers in float32, sums in float64
+            base = base.round()
+            v = direction.detach().float() * 255.0
+        else:
+            base, v = x.detach().double() * 255.0, direction.detach().double() * 255.0
 
         def candidate(s: torch.Tensor) -> torch.Tensor:
-            return (x64 + s.view(-1, 1, 1, 1) * v).round().clamp(0.0, 255.0)
+            return (base + s.to(base.dtype).view(-1, 1, 1, 1) * v).round().clamp(0.0, 255.0)
 
         def fits(s: torch.Tensor) -> torch.Tensor:
-            return self._fits(_snap((candidate(s) - x64).flatten(1)))
+            d = (candidate(s) - base).flatten(1)
+            return self._fits(d if on_grid else _snap(d))
 
         lo = torch.zeros(B, dtype=torch.float64, device=x.device)
         hi = torch.full_like(lo, float(s_max))
@@ -197,7 +203,7 @@ class MSE(Budget):
 
     def _fits(self, d: torch.Tensor) -> torch.Tensor:
         limit = self.tau * d.shape[1] * 255.0**2
-        return (d * d).sum(1) <= limit * (1 + _SLACK)
+        return (d * d).sum(1, dtype=torch.float64) <= limit * (1 + _SLACK)
 
     def measure(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         d = _grid_diff(x, x_adv)
@@ -256,7 +262,7 @@ class L2(Budget):
         self.value = self.eps = self._positive(eps, "L2 budget")
 
     def _fits(self, d: torch.Tensor) -> torch.Tensor:
-        return (d * d).sum(1) <= (self.eps * 255.0) ** 2 * (1 + _SLACK)
+        return (d * d).sum(1, dtype=torch.float64) <= (self.eps * 255.0) ** 2 * (1 + _SLACK)
 
     def measure(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         return _grid_diff(x, x_adv).norm(dim=1) / 255.0

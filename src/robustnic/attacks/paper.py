@@ -7,6 +7,7 @@ import math
 import torch
 
 from robustnic.attacks.base import Attack, BestIterate
+from robustnic.data.images import quantize_8bit
 
 
 class PaperAttack(Attack):
@@ -25,10 +26,10 @@ class PaperAttack(Attack):
        a projection onto the ball, the L∞ cap and [0, 1] - instead of the paper's alternation of
        Adam steps on the objective and on the input MSE (Adam's per-value scaling stalls on the
        ball's surface: measured, it ends 1-2 dB weaker at 100 steps);
-    2. every ``check_every`` steps and at the end, the iterate is rounded to 8 bits inside the
-       budget and its gain is measured with real quantisation (what the decoder gives); the best
-       per image is returned - the stand-in (no quantisation) and the real decoder disagree, so
-       the last iterate is not the most damaging one.
+    2. every ``check_every`` steps and at the end, the iterate is rounded to 8 bits and its gain
+       is measured with real quantisation (what the decoder gives); the best per image is kept
+       (and rounded into the budget by the base) - the stand-in (no quantisation) and the real
+       decoder disagree, so the last iterate is often not the most damaging one.
 
     Arguments:
         codec (Codec): codec to attack. steps (int): iterations (Default: 100).
@@ -64,8 +65,7 @@ class PaperAttack(Attack):
         return x_adv
 
     def _check(self, best: BestIterate, x, x_adv, ctx) -> None:
-        x_8bit = self.budget.finalize(x, x_adv)
-        best.update(x_8bit, self.measure(x_8bit, ctx))
+        best.update(x_adv, self.measure(quantize_8bit(x_adv), ctx))
 
     def perturb(self, x, ctx, generator):
         x_adv = x.clone() if self.restart == 0 else self._project(x, self.budget.random_start(x, generator))

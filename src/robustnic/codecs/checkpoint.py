@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import struct
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,16 +31,30 @@ def read_checkpoint_file(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the checkpoint file is empty")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the error says it all
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(
-            f"{path}: refused: the file holds pickled Python objects or code, not only tensors "
-            f"(loaded with weights_only=True; {first[:200]})"
+            f"{path}: refused: the file holds pickled Python objects or code, not only tensors; nothing "
+            f"in it was executed ({_unpickling_reason(exc)})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0][:200]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, AttributeError, TypeError, KeyError,
+            IndexError, struct.error, UnicodeDecodeError, MemoryError, OverflowError) as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0][:200] if text else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """The useful line of torch's weights_only refusal (not its advice to turn the check off)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if "GLOBAL" in line or "Unsupported" in line or "unsupported" in line]
+    reason = (useful or [line for line in lines if "weights_only" not in line] or ["unsupported pickle content"])[0]
+    return reason[:200]
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -39,14 +39,19 @@ def attack_defense(
     x: torch.Tensor,
     method: str = "paper",
     modes: tuple[str, ...] | None = None,
+    references: tuple[str, ...] = ("clean",),
     **attack_kwargs,
 ) -> DefenseAttack:
-    """Attack ``codec`` in each of ``modes`` (default: every mode it offers) with ``method``.
+    """Attack ``codec`` in each of ``modes`` (default: every mode it offers) with ``method``, once
+    per distortion ``reference`` (``"clean"``: away from the clean reconstruction, Chen & Ma;
+    ``"source"``: away from the source image).
 
     ``attack_kwargs`` go to :func:`robustnic.attacks.make_attack` (``budget``, ``steps``, ``seed``
     ...). Each result is verified with :func:`robustnic.attacks.verify_attack` on ``codec`` in its
     default mode (the bytes are always the defended encoder's); per image the lowest
-    reconstruction PSNR wins. A plain codec is attacked once (mode ``"plain"``).
+    reconstruction PSNR wins. A plain codec is attacked in mode ``"plain"``. The self-ensemble's
+    ``"eot"`` mode only pairs with the clean reference (its output has 24 channels). Keys of
+    ``by_mode`` and the rows' ``attack-mode`` are ``MODE`` or ``MODE/source``.
     """
     from robustnic.attacks import make_attack, verify_attack
 
@@ -57,14 +62,16 @@ def attack_defense(
     by_mode: dict[str, list[dict]] = {}
     best_rows: list[dict] = []
     best_x: list[torch.Tensor] = []
-    for mode in modes:
+    runs = [(m, r) for m in modes for r in references if not (m == "eot" and r == "source")]
+    for mode, reference in runs:
         target = codec.with_attack_mode(mode) if defended else codec
-        atk = make_attack(method, target, **attack_kwargs)
+        atk = make_attack(method, target, reference=reference, **attack_kwargs)
         x_adv = atk(x)
         rows = verify_attack(verifier, x, x_adv, budget=atk.budget, attack_time=atk.elapsed)
-        by_mode[mode] = rows
+        name = mode if reference == "clean" else f"{mode}/{reference}"
+        by_mode[name] = rows
         for i, row in enumerate(rows):
-            row = row | {"attack-mode": mode}
+            row = row | {"attack-mode": name}
             if i == len(best_rows):
                 best_rows.append(row)
                 best_x.append(x_adv[i : i + 1])

@@ -74,6 +74,8 @@ class FinetuneConfig:
     adv_fraction: float = 0.5
     #: Quantisation stand-in of the inner attack (``none`` as in the paper).
     standin: str = "none"
+    #: The inner attack pushes away from the ``clean`` reconstruction (the paper) or the ``source``.
+    attack_reference: str = "clean"
     #: Distortion against the codec's ``input`` (the paper) or the clean ``source``.
     target: str = "input"
     clip_max_norm: float = 1.0
@@ -95,8 +97,9 @@ class FinetuneConfig:
         if self.attack not in ATTACKS or self.val_attack not in ATTACKS:
             raise RobustnicError(f"unknown attack {self.attack!r}/{self.val_attack!r}; choose from {', '.join(ATTACKS)}")
         parse_budget(self.budget)
-        if self.target not in TARGETS:
-            raise RobustnicError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.target not in TARGETS or self.attack_reference not in ("clean", "source"):
+            raise RobustnicError(f"target and attack_reference must be 'input'/'source' and 'clean'/'source', "
+                                 f"got {self.target!r} and {self.attack_reference!r}")
         if not 0 <= self.adv_fraction <= 1:
             raise RobustnicError(f"adv_fraction must be in [0, 1], got {self.adv_fraction}")
         if self.attack_steps < 1 or self.ramp_steps < 0 or self.steps < 1:
@@ -193,7 +196,7 @@ class AdversarialPerturb:
         was_training = net.training
         with input_gradients_only(net):
             atk = make_attack(cfg.attack, codec, budget=budget, steps=cfg.attack_steps, standin=cfg.standin,
-                              seed=cfg.seed * 1_000_003 + step)
+                              reference=cfg.attack_reference, seed=cfg.seed * 1_000_003 + step)
             x_adv = atk(batch[:n_adv])
         net.train(was_training)
         out = torch.cat([x_adv.to(batch), batch[n_adv:]])
@@ -279,16 +282,17 @@ class FinetuneTrainer(Trainer):
         super().save()
 
     def validate(self) -> dict[str, float]:
-        """Clean RD (real bitstreams) and the attacked reconstruction PSNR (real bitstreams)."""
-        from robustnic.attacks import make_attack, verify_attack
+        """Clean RD (real bitstreams) and the attacked reconstruction PSNR (real bitstreams; per
+        image the worse of the attacks away from the clean reconstruction and from the source)."""
+        from robustnic.defenses.evaluate import attack_defense
 
         val = super().validate()
         cfg = self.finetune_config
         codec = LearnedCodec(copy.deepcopy(self.net).cpu(), name="validation")
         codec.net.update(force=True)
         codec.refresh()
-        atk = make_attack(cfg.val_attack, codec, budget=cfg.budget, steps=cfg.val_attack_steps, seed=0)
-        rows = verify_attack(codec, self.val_batch, atk(self.val_batch))
+        rows = attack_defense(codec, self.val_batch, cfg.val_attack, references=("clean", "source"),
+                              budget=cfg.budget, steps=cfg.val_attack_steps, seed=0).rows
         n = len(rows)
         return val | {
             "attack": f"{cfg.val_attack}x{cfg.val_attack_steps}@{cfg.budget}",

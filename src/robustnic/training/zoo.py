@@ -50,10 +50,10 @@ def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**(base | kw))
 
 
-_DERIVED = dict(steps=2000, lr=1e-4, lr_drops=[(0.75, 0.3)], init_from=BASE)
+_DERIVED = dict(steps=1200, lr=1e-4, lr_drops=[(0.75, 0.3)], init_from=BASE)
 
 PLAN: list[PlannedModel] = [
-    PlannedModel("hyperprior-small", 2, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0067, steps=9000, lr=3e-4,
+    PlannedModel("hyperprior-small", 2, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0067, steps=6000, lr=3e-4,
                                              lr_drops=[(0.7, 0.3), (0.9, 0.3)]), "trained from scratch"),
     PlannedModel("hyperprior-small", 1, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0035, **_DERIVED),
                  "fine-tuned from hyperprior-small:q2 at a lower lambda"),
@@ -66,7 +66,7 @@ PLAN: list[PlannedModel] = [
     PlannedModel("joint-small", 2, _cfg(architecture="mbt2018", lmbda=0.0067, **_DERIVED | {"lr": 2e-4}),
                  "g_a/g_s initialised from hyperprior-small:q2"),
     PlannedModel("hyperprior-ssim", 2, _cfg(architecture="bmshj2018-hyperprior", metric="ms-ssim", lmbda=8.73,
-                                            batch_size=4, patch_size=192, **_DERIVED | {"steps": 1500}),
+                                            batch_size=4, patch_size=192, **_DERIVED | {"steps": 1000}),
                  "MS-SSIM loss, fine-tuned from hyperprior-small:q2"),
 ]
 

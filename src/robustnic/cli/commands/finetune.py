@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ramp-steps", type=int, default=d.ramp_steps, help="steps over which the budget grows from 0")
     p.add_argument("--adv-fraction", type=float, default=d.adv_fraction, help="share of each batch attacked")
     p.add_argument("--standin", default=d.standin, choices=["none", "noise", "ste"], help="inner attack's stand-in")
+    p.add_argument("--attack-reference", default=d.attack_reference, choices=["clean", "source"],
+                   help="inner attack pushes away from the clean reconstruction (paper) or the source")
     p.add_argument("--target", default=d.target, choices=TARGETS,
                    help="distortion against the codec's input (paper) or the clean source")
     p.add_argument("--images", action="append", default=None, help="training image folder (repeatable)")
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr,
         lmbda=args.lmbda, attack=args.attack, attack_steps=args.attack_steps, budget=args.budget,
         ramp_steps=args.ramp_steps, adv_fraction=args.adv_fraction, standin=args.standin, target=args.target,
+        attack_reference=args.attack_reference,
         images=args.images or [], val_every=args.val_every, val_attack_steps=args.val_attack_steps,
         checkpoint_every=args.checkpoint_every, threads=args.threads, seed=args.seed,
     )

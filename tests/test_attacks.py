@@ -1,0 +1,312 @@
+"""The attack engine: every method, budget, objective and stand-in, verified on real bitstreams.
+
+Two codecs: CompressAI's tiny random hyperprior (the real interface, odd shapes, batches) and
+``BlockCodec``, a toy transform codec written here against the bare ``Codec`` interface (4x4
+block means, uniform quantisation, a Gaussian entropy coder from CompressAI): tiny random
+learned models reconstruct almost the same image whatever the input, so the behaviour tests
+(damage beyond noise, rate, targeted) use the toy codec, whose response is known, fast and
+deterministic - and which shows that attacks need nothing but ``forward``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from compressai.entropy_models import GaussianConditional
+
+from robustnic.attacks import (
+    ATTACKS, L2, PSNR, Linf, NoiseAttack, PaperAttack, PaperReferenceAttack, make_attack, verify_attack,
+)
+from robustnic.codecs.base import Codec, CodecOutput
+from robustnic.data import bundled_photos, load_image, save_image
+from robustnic.data.images import crop_to, pad_to_multiple
+from robustnic.errors import BudgetError, ImageError, RobustnicError
+from robustnic.metrics import psnr
+from tests.conftest import tiny_codec
+
+
+class BlockCodec(Codec):
+    """Toy codec: y = levels·(4x4 block mean - 1/2), rounded, coded with a fixed Gaussian (scale 3)."""
+
+    name = "block-toy"
+    differentiable = True
+
+    def __init__(self, levels: float = 16.0, scale: float = 3.0):
+        self.levels, self.scale = levels, scale
+        self.gc = GaussianConditional([scale])
+        self.gc.update()
+        self.forward_calls = 0
+
+    def _analysis(self, x):
+        xp, _ = pad_to_multiple(x, 4)
+        return (F.avg_pool2d(xp, 4) - 0.5) * self.levels
+
+    def _synthesis(self, y, size):
+        return crop_to(F.interpolate(y / self.levels + 0.5, scale_factor=4, mode="nearest"), size)
+
+    def forward(self, x, standin="none", rate=False):
+        self.forward_calls += 1
+        y = self._analysis(x)
+        rounded = y + (y.round() - y).detach()
+        y_hat = {"none": y, "noise": y + torch.rand_like(y) - 0.5, "ste": rounded}[standin]
+        likelihoods = None
+        if rate:
+            q = rounded if standin == "none" else y_hat
+            lk = self.gc._likelihood(q, torch.full_like(q, self.scale))
+            likelihoods = {"y": self.gc.likelihood_lower_bound(lk)}
+        return CodecOutput(self._synthesis(y_hat, tuple(x.shape[-2:])), likelihoods)
+
+    def _encode(self, x):
+        y = self._analysis(x).round()
+        strings = self.gc.compress(y, torch.zeros_like(y, dtype=torch.int32))
+        return [strings[0]], tuple(y.shape[-2:])
+
+    def _decode(self, strings, shape, size):
+        idx = torch.zeros((1, 3, *shape), dtype=torch.int32)
+        return self._synthesis(self.gc.decompress([strings[0]], idx), size)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return BlockCodec()
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """Two photos of one odd size (45x71: not a multiple of 64), as a batch."""
+    return torch.cat(list(bundled_photos(["coffee", "chelsea"], crop=(45, 71)).values()))
+
+
+@pytest.fixture(scope="module")
+def crops():
+    """Three 64x64 photo crops as a batch, and three others as targets."""
+    photos = bundled_photos(["astronaut", "coffee", "chelsea", "china", "flower", "grace_hopper"], crop=64)
+    x = torch.cat(list(photos.values()))
+    return x[:3], x[3:]
+
+
+def mean(rows, key):
+    return sum(r[key] for r in rows) / len(rows)
+
+
+# ----- every method: shapes, batches, 8-bit output, the budget on the saved image -----------------
+@pytest.mark.parametrize("method", list(ATTACKS))
+@pytest.mark.parametrize("budget", [PSNR(35), Linf(4), L2(0.8)], ids=str)
+def test_every_method_returns_8bit_images_inside_the_budget_after_png(method, budget, pair, tmp_path):
+    codec = tiny_codec()
+    atk = make_attack(method, codec, budget=budget, steps=2, seed=0)
+    x_adv = atk(pair)
+    assert x_adv.shape == pair.shape and x_adv.dtype == torch.float32
+    assert torch.equal(x_adv, (x_adv * 255).round() / 255)
+    assert budget.satisfied(pair, x_adv)
+    for i in range(2):
+        save_image(x_adv[i : i + 1], tmp_path / f"{i}.png")
+        assert budget.satisfied(pair[i : i + 1], load_image(tmp_path / f"{i}.png"))
+    assert atk.elapsed > 0
+
+
+@pytest.mark.parametrize("method", ["paper", "pgd", "cw", "noise"])
+def test_attacks_are_bit_identical_under_a_seed(method, toy, crops):
+    x, _ = crops
+    a = make_attack(method, toy, budget=PSNR(35), steps=5, seed=7)(x)
+    b = make_attack(method, toy, budget=PSNR(35), steps=5, seed=7)(x)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["pgd", "noise"])
+def test_random_methods_depend_on_the_seed(method, toy, crops):
+    x, _ = crops
+    a = make_attack(method, toy, budget=PSNR(35), steps=3, seed=0)(x)
+    b = make_attack(method, toy, budget=PSNR(35), steps=3, seed=1)(x)
+    assert not torch.equal(a, b)
+
+
+def test_a_single_chw_image_works_and_stays_on_its_device(toy, photo):
+    x_adv = PaperAttack(toy, budget=PSNR(38), steps=3)(photo[0])
+    assert x_adv.shape == photo.shape and x_adv.device == photo.device
+
+
+# ----- what the attacks achieve, measured on real bitstreams ---------------------------------------
+@pytest.mark.parametrize("method", ["paper", "paper-reference", "pgd", "ifgsm", "mifgsm", "cw", "fgsm"])
+def test_distortion_attacks_beat_noise_of_the_same_budget(method, toy, crops):
+    x, _ = crops
+    budget = PSNR(35)
+    steps = {"paper-reference": 60}.get(method, 20)
+    attacked = verify_attack(toy, x, make_attack(method, toy, budget=budget, steps=steps)(x), budget=budget)
+    noisy = verify_attack(toy, x, NoiseAttack(toy, budget=budget)(x), budget=budget)
+    assert all(r["budget-ok"] for r in attacked + noisy)
+    # the attack moves the real reconstruction further from the clean one than noise does
+    assert mean(attacked, "psnr-out-clean") < mean(noisy, "psnr-out-clean") - 3
+    assert mean(attacked, "delta-psnr") > mean(noisy, "delta-psnr") + 3
+
+
+def test_a_larger_budget_does_more_damage(toy, crops):
+    x, _ = crops
+    adv = PaperAttack(toy, steps=20).sweep([PSNR(30), PSNR(35), PSNR(40)], x)
+    assert list(adv) == ["psnr:30", "psnr:35", "psnr:40"]
+    out = {k: mean(verify_attack(toy, x, v, budget=k), "psnr-out") for k, v in adv.items()}
+    assert out["psnr:30"] < out["psnr:35"] < out["psnr:40"]
+    for k, v in adv.items():
+        assert PSNR(float(k.split(":")[1])).satisfied(x, v)
+
+
+def test_rate_objective_raises_the_real_bitrate(toy, crops):
+    x, _ = crops
+    budget = PSNR(35)
+    attacked = verify_attack(toy, x, PaperAttack(toy, budget=budget, objective="rate", steps=20)(x))
+    noisy = verify_attack(toy, x, NoiseAttack(toy, budget=budget)(x))
+    assert all(r["bpp-adv"] > r["bpp-clean"] for r in attacked)
+    assert mean(attacked, "bpp-increase") > max(0.0, mean(noisy, "bpp-increase")) + 0.05
+    assert all(r["bpp-est-adv"] > r["bpp-est-clean"] for r in attacked)
+
+
+def test_targeted_objective_moves_the_reconstruction_toward_the_target(toy, crops):
+    x, target = crops
+    x_adv = PaperAttack(toy, budget=PSNR(30), objective="targeted", steps=20)(x, target=target)
+    for i in range(3):
+        before = psnr(target[i : i + 1], toy.roundtrip(x[i : i + 1]).x_hat)
+        after = psnr(target[i : i + 1], toy.roundtrip(x_adv[i : i + 1]).x_hat)
+        assert after > before + 0.3
+
+
+def test_targeted_objective_with_a_mask_leaves_the_rest_alone(toy, crops):
+    x, target = crops
+    mask = torch.zeros(64, 64)
+    mask[16:48, 16:48] = 1
+    atk = PaperAttack(toy, budget=PSNR(30), objective="targeted", steps=20)
+    x_masked, x_full = atk(x, target=target, mask=mask), atk(x, target=target)
+    inside, outside = mask.bool(), ~mask.bool()
+    for i in range(3):
+        clean = toy.roundtrip(x[i : i + 1]).x_hat
+        masked, full = toy.roundtrip(x_masked[i : i + 1]).x_hat, toy.roundtrip(x_full[i : i + 1]).x_hat
+        err = lambda a, b, m: float(((a - b) ** 2)[..., m].mean())  # noqa: E731
+        # outside the region the masked attack changes the reconstruction less than the full one,
+        assert err(masked, clean, outside) < err(full, clean, outside)
+        # and inside it still gets closer to the target than the clean reconstruction is
+        assert err(masked, target[i : i + 1], inside) < err(clean, target[i : i + 1], inside)
+
+
+def test_distortion_from_the_source_and_ms_ssim_variants_run(toy):
+    x = bundled_photos(["astronaut"], crop=176)["astronaut"]
+    for kwargs in ({"reference": "source"}, {"metric": "ms-ssim"}):
+        x_adv = PaperAttack(toy, budget=PSNR(35), steps=3, **kwargs)(x)
+        assert PSNR(35).satisfied(x, x_adv)
+
+
+@pytest.mark.parametrize("standin", ["none", "noise", "ste"])
+def test_every_standin_runs_and_is_reported(standin, toy, crops):
+    x, _ = crops
+    x_adv = make_attack("pgd", toy, budget=PSNR(35), standin=standin, steps=5)(x)
+    rows = verify_attack(toy, x, x_adv, standin=standin)
+    assert all(r["standin"] == standin for r in rows)
+    if standin == "ste":  # rounding in the forward is what the decoder does: no gap
+        assert all(r["standin-gap"] == float("inf") for r in rows)
+    else:
+        assert all(r["standin-gap"] < float("inf") for r in rows)
+
+
+def test_attacks_only_call_forward(crops):
+    """A codec with nothing but the Codec interface; the attack never asks what it is."""
+    x, _ = crops
+    codec = BlockCodec()
+    x_adv = PaperAttack(codec, budget=PSNR(35), steps=7, check_every=3)(x)
+    assert codec.forward_calls >= 7 and PSNR(35).satisfied(x, x_adv)
+
+
+# ----- verification ---------------------------------------------------------------------------------
+def test_verify_attack_reports_real_bitstream_numbers(toy, crops):
+    x, _ = crops
+    budget = PSNR(35)
+    atk = PaperAttack(toy, budget=budget, steps=5)
+    x_adv = atk(x)
+    rows = verify_attack(toy, x, x_adv, budget=budget, attack_time=atk.elapsed)
+    assert len(rows) == 3
+    for i, r in enumerate(rows):
+        clean, adv = toy.roundtrip(x[i : i + 1]), toy.roundtrip(x_adv[i : i + 1])
+        assert r["psnr-in"] == pytest.approx(psnr(x[i : i + 1], x_adv[i : i + 1])) and r["psnr-in"] >= 35
+        assert r["psnr-clean"] == pytest.approx(psnr(x[i : i + 1], clean.x_hat))
+        assert r["psnr-out"] == pytest.approx(psnr(x[i : i + 1], adv.x_hat))
+        assert r["psnr-drop"] == pytest.approx(r["psnr-clean"] - r["psnr-out"])
+        assert r["bpp-clean"] == clean.bpp and r["bpp-adv"] == adv.bpp
+        assert r["bpp-increase"] == pytest.approx(adv.bpp - clean.bpp)
+        assert r["budget-ok"] is True and r["attack-time"] == pytest.approx(atk.elapsed / 3)
+        assert r["ms-ssim-out"] is None  # 64 px: too small for 5 scales
+
+
+def test_verify_attack_rejects_mismatched_shapes(toy, crops):
+    x, _ = crops
+    with pytest.raises(ImageError):
+        verify_attack(toy, x, x[:2])
+
+
+# ----- the two paper attacks -----------------------------------------------------------------------
+def test_paper_reference_follows_the_scripts_schedule(toy):
+    atk = PaperReferenceAttack(toy)
+    assert atk.steps == 1001 and atk.linf_cap == 16
+    lrs = [atk.lr_at(i) for i in (0, 1, 333, 334, 666, 667, 1000)]
+    assert lrs == pytest.approx([0.01, 0.0033, 0.0033, 0.01 * 0.33**2, 0.01 * 0.33**2, 0.01 * 0.33**3,
+                                 0.01 * 0.33**3])
+
+
+def test_paper_attack_respects_the_linf_cap(toy, crops):
+    x, _ = crops
+    x_adv = PaperAttack(toy, budget=PSNR(25), steps=10, linf_cap=3)(x)
+    assert float((x_adv - x).abs().max()) <= 3 / 255 + 1e-6
+
+
+def test_restarts_keep_the_best_per_image(toy, crops):
+    x, _ = crops
+    one = verify_attack(toy, x, PaperAttack(toy, budget=PSNR(35), steps=10)(x))
+    three = verify_attack(toy, x, PaperAttack(toy, budget=PSNR(35), steps=10, restarts=3)(x))
+    # the first run of both is identical; the best of three is at least as damaging per image
+    assert all(b["psnr-out-clean"] <= a["psnr-out-clean"] + 1e-9 for a, b in zip(one, three))
+
+
+# ----- bad input --------------------------------------------------------------------------------------
+def test_impossible_budget_is_a_budget_error(toy, photo):
+    with pytest.raises(BudgetError, match="psnr:200"):
+        PaperAttack(toy, budget="psnr:200", steps=2)(photo)
+
+
+def test_target_of_another_size_is_an_image_error(toy, crops):
+    x, _ = crops
+    atk = PaperAttack(toy, objective="targeted", steps=2)
+    with pytest.raises(ImageError, match="target"):
+        atk(x, target=torch.rand(1, 3, 32, 64))
+    with pytest.raises(ImageError, match="needs a target"):
+        atk(x)
+    with pytest.raises(ImageError, match="mask"):
+        atk(x, target=x, mask=torch.ones(32, 32))
+    with pytest.raises(ImageError, match="empty"):
+        atk(x, target=x, mask=torch.zeros(64, 64))
+    with pytest.raises(ImageError, match="no target"):
+        PaperAttack(toy, steps=2)(x, target=x)
+
+
+@pytest.mark.parametrize("bad", [torch.rand(2, 64, 64), torch.full((1, 3, 8, 8), 2.0), torch.zeros(1, 3, 8, 8).long()])
+def test_bad_images_are_image_errors(toy, bad):
+    with pytest.raises(ImageError):
+        PaperAttack(toy, steps=2)(bad)
+
+
+def test_bad_settings_are_refused(toy):
+    with pytest.raises(RobustnicError, match="unknown attack"):
+        make_attack("nope", toy)
+    with pytest.raises(RobustnicError, match="stand-in"):
+        make_attack("pgd", toy, standin="soft")
+    with pytest.raises(RobustnicError, match="objective"):
+        make_attack("pgd", toy, objective="fun")
+    with pytest.raises(BudgetError):
+        make_attack("pgd", toy, budget="psnr:x")
+    with pytest.raises(RobustnicError, match="steps"):
+        make_attack("pgd", toy, steps=0)
+    with pytest.raises(RobustnicError, match="Codec"):
+        make_attack("pgd", torch.nn.Identity())
+
+
+def test_rate_objective_needs_likelihoods(photo):
+    from robustnic.codecs import load_codec
+
+    with pytest.raises(RobustnicError, match="likelihoods"):
+        PaperAttack(load_codec("jpeg:q75"), objective="rate", steps=1)(photo)
