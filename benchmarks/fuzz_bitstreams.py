@@ -162,6 +162,112 @@ def worker(args: argparse.Namespace) -> None:
         out.flush()
 
 
+# ----- how far the rANS decoder reads past its strings (a Python model of compressai.ans) --------
+def rans_words_read(data: bytes, indexes: list[int], cdfs: list[list[int]], lengths: list[int],
+                    offsets: list[int]) -> int:
+    """32-bit words CompressAI's ``decode_with_indexes`` reads from ``data`` (Rans64, 16-bit
+    probabilities, 4-bit bypass), counting reads past the end as zeros."""
+    words = [int.from_bytes(data[i : i + 4].ljust(4, b"\0"), "little") for i in range(0, len(data), 4)]
+    pos = 2
+    get = (lambda i: words[i] if i < len(words) else 0)
+    x = get(0) | (get(1) << 32)
+    low, mask = 1 << 31, (1 << 16) - 1
+    for idx in indexes:
+        cdf, max_value = cdfs[idx], lengths[idx] - 2
+        cum = x & mask
+        s = 0
+        while s + 1 < lengths[idx] and cdf[s + 1] <= cum:
+            s += 1
+        x = (cdf[s + 1] - cdf[s]) * (x >> 16) + (x & mask) - cdf[s]
+        if x < low:
+            x, pos = ((x << 32) | get(pos)) & (2**64 - 1), pos + 1
+        if s == max_value:
+            def bits() -> int:
+                nonlocal x, pos
+                val, x = x & 15, x >> 4
+                if x < low:
+                    x, pos = ((x << 32) | get(pos)) & (2**64 - 1), pos + 1
+                return val
+            val = bits()
+            n_bypass = val
+            while val == 15:
+                val = bits()
+                n_bypass += val
+            for _ in range(n_bypass):
+                bits()
+    return pos
+
+
+def measure_overread(args: argparse.Namespace) -> dict:
+    """Decode ``large-size`` and ``string-garbage`` cases with strings padded far beyond any need,
+    replaying every ``decode_with_indexes`` call in :func:`rans_words_read`: the bytes each
+    decode read past its real string, per decoded symbol (what ``RANS_GUARD_PER_SYMBOL`` covers)."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    import torch
+
+    from robustnic.codecs import container, load_codec
+    from robustnic.codecs.learned import LearnedCodec
+    from robustnic.data import bundled_photos
+    from robustnic.data.badinputs import mutate_bitstream
+    from robustnic.errors import BitstreamError
+
+    original_lengths: dict[int, int] = {}
+    calls: list[tuple] = []
+    original = LearnedCodec._decode
+
+    def _decode(self, strings, shape, size):
+        padded = [bytes(s) + bytes(256 * 1024 + 256 * 16 * size[0] * size[1] // 256) for s in strings]
+        for s, p in zip(strings, padded):
+            original_lengths[id(p)] = len(s)
+        return original(self, padded, shape, size)
+
+    LearnedCodec._decode = _decode
+    x = bundled_photos(["astronaut"], crop=(64, 96))["astronaut"]
+    worst = {"bytes_past_end": 0, "per_symbol": 0.0}
+    n_decodes = 0
+    for spec in CODECS[:3]:  # the models that decode through decode_with_indexes
+        torch.manual_seed(0)
+        codec = load_codec(spec)
+        for m in codec.net.modules():
+            coder = getattr(m, "entropy_coder", None)
+            if coder is not None and not hasattr(coder, "_recording"):
+                real = coder.decode_with_indexes
+                coder.decode_with_indexes = (lambda *a, _real=real: (calls.append(a), _real(*a))[1])
+                coder._recording = True
+        base = codec.compress(x)
+        for i in range(args.overread):
+            kind = "large-size" if i % 2 else "string-garbage"
+            data = mutate_bitstream(base, kind, random.Random(f"overread:{i}"), max_side=args.max_side)
+            calls.clear()
+            try:
+                codec.decompress(data)
+            except BitstreamError:
+                pass
+            header = container.unpack(data)[0] if calls else None
+            for s, indexes, cdfs, lengths, offsets in calls:
+                real_len = original_lengths.get(id(s), len(s))
+                past = max(0, 4 * rans_words_read(s[: real_len], indexes, cdfs, lengths, offsets) - real_len)
+                n_decodes += 1
+                # the guard the proposed learned.py fix gives this string (see apply_proposed_fix)
+                pixels = (-(-header.height // 64) * 64) * (-(-header.width // 64) * 64)
+                widest = max(v.shape[0] for v in codec.net.state_dict().values() if v.dim() == 4)
+                guard = len(container.guard_rans_strings([bytes(8)], pixels // 256 * widest)[0]) - 8 + 16 * (real_len - 8)
+                worst["bytes_past_end"] = max(worst["bytes_past_end"], past)
+                worst["per_symbol"] = max(worst["per_symbol"], past / max(len(indexes), 1))
+                worst["guard_used"] = max(worst.get("guard_used", 0.0), past / guard)
+        # the model is exact on valid strings: it reads every word the encoder wrote, no more
+        calls.clear()
+        codec.decompress(base)
+        for s, indexes, cdfs, lengths, offsets in calls:
+            real_len = original_lengths.get(id(s), len(s))
+            assert 4 * rans_words_read(s[:real_len], indexes, cdfs, lengths, offsets) == real_len
+    return {"decodes_replayed": n_decodes, "max_bytes_read_past_end": worst["bytes_past_end"],
+            "max_bytes_past_end_per_symbol": round(worst["per_symbol"], 3),
+            "max_fraction_of_guard_used": round(worst.get("guard_used", 0.0), 4)}
+
+
 # ----- the parent: runs workers, survives their crashes ------------------------------------
 def _reader(stream, q: queue.Queue) -> None:
     for line in stream:
@@ -233,6 +339,9 @@ def main() -> int:
     p.add_argument("--max-side", type=int, default=1024, help="largest side declared by 'large-size' cases")
     p.add_argument("--case-timeout", type=float, default=60.0, help="seconds before a case counts as a hang")
     p.add_argument("--proposed-fix", action="store_true", help="guard rANS strings as proposed for learned.py")
+    p.add_argument("--overread", type=int, default=0, metavar="N",
+                   help="instead: replay N garbage decodes per model in a Python model of the rANS decoder "
+                        "and report how far past its strings it reads")
     p.add_argument("--json", default=None, help="write the summary (and every problem case) here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--start", type=int, default=0, help=argparse.SUPPRESS)
@@ -240,6 +349,9 @@ def main() -> int:
     args = p.parse_args()
     if args.worker:
         worker(args)
+        return 0
+    if args.overread:
+        print(json.dumps(measure_overread(args), indent=1))
         return 0
     t0 = time.perf_counter()
     results: list = []

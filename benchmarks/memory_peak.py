@@ -1,7 +1,8 @@
 """Peak memory (RSS) of ``robustnic compress`` and ``robustnic decompress`` on large images.
 
 Each measurement is a fresh Python process that runs the CLI command in-process and reports its
-own ``ru_maxrss``; ``import`` is the same process doing nothing but importing the CLI (the floor).
+own ``ru_maxrss``; ``import`` is the same process doing nothing but building the CLI parser, which
+imports every command module (the floor of any command).
 The images are synthetic photos-like PNGs (smooth gradients plus noise) of the given sizes.
 
     python benchmarks/memory_peak.py                                   # defaults below
@@ -22,11 +23,11 @@ CHILD = r"""
 import json, resource, sys, time, warnings
 warnings.filterwarnings("ignore")
 import torch
-from robustnic.cli.main import main
+from robustnic.cli.main import build_parser, main
 argv = json.loads(sys.argv[1])
 torch.manual_seed(0)  # random test models: the same weights in compress and decompress
 t0 = time.perf_counter()
-rc = main(argv) if argv else 0
+rc = main(argv) if argv else (build_parser() and 0)
 print(json.dumps({"rc": rc, "seconds": time.perf_counter() - t0,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

@@ -212,6 +212,7 @@ def test_make_defense_composes_left_to_right(codec, photo):
     coded = d.roundtrip(photo)
     assert coded.side_bits == 3 and coded.x_hat.shape == photo.shape
     assert make_defense(codec, "none") is codec
+    assert isinstance(make_defense(codec, "self-ensemble"), SelfEnsembleCodec)
     with pytest.raises(RobustnicError):
         make_defense(codec, "ensemble:fast")
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from robustnic.attacks.budget import Budget, parse_budget
+from robustnic.attacks.budget import L2, Budget, Linf, parse_budget
 from robustnic.codecs.base import STANDINS, Codec, Coded
 from robustnic.data.images import check_image_tensor, quantize_8bit
 from robustnic.errors import ImageError, RobustnicError
@@ -88,8 +88,8 @@ def verify_images(
             "width": int(xi.shape[-1]),
             "psnr-in": psnr(xi, ai),
             "mse-in": mse_8bit(xi, ai),
-            "linf-in": float((ai - xi).abs().max() * 255),
-            "l2-in": float((ai - xi).norm()),
+            "linf-in": float(Linf(1).measure(xi, ai)[0]),
+            "l2-in": float(L2(1).measure(xi, ai)[0]),
             "psnr-clean": psnr(xi, hat_clean),
             "psnr-out": psnr(xi, hat_adv),
             "psnr-drop": psnr(xi, hat_clean) - psnr(xi, hat_adv),

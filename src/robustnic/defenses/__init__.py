@@ -8,7 +8,7 @@
 Because a defended codec is a ``Codec``, every attack of :mod:`robustnic.attacks` runs through it
 ("an attack that knows the defense"). One string reaches any defense (:func:`make_defense`)::
 
-    ensemble                 self-ensemble, distortion criterion, exhaustive search
+    ensemble                 self-ensemble, distortion criterion, exhaustive search (alias self-ensemble)
     ensemble:rd:proxy:top2   RD criterion, proxy search, entropy-code the 2 best
     ensemble:chosen          ... attacked through the transform the encoder would pick
     jpeg:q90  blur:0.8  bits:5  resize:0.75  noise:2      purification
@@ -70,7 +70,7 @@ def make_defense(codec: Codec, spec: str) -> Codec:
         return codec
     for part in reversed(spec.split("+")):
         part = part.strip()
-        if part.lower().split(":")[0] == "ensemble":
+        if part.lower().split(":")[0] in ("ensemble", "self-ensemble"):
             try:
                 codec = SelfEnsembleCodec(codec, **parse_ensemble(part))
             except ValueError as exc:

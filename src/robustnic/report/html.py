@@ -141,8 +141,11 @@ def _attack_section(rows: list[Row], store: ResultStore, max_panels: int, figure
         v = r.result.get("psnr-drop")
         return v if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
 
-    # most damaging settings first; the noise baseline after every real attack
-    ordered = sorted(groups.values(), key=lambda m: (m[0].config["attack"] == "noise", -max(map(drop, m))))
+    # the budget most settings share first (there models and defenses meet side by side), then the rest;
+    # within a budget the most damaging settings first, the noise baseline after every real attack
+    shared = Counter(m[0].config["budget"] for m in groups.values())
+    ordered = sorted(groups.values(), key=lambda m: (-shared[m[0].config["budget"]], str(m[0].config["budget"]),
+                                                     m[0].config["attack"] == "noise", -max(map(drop, m))))
     panels = []
     for members in ordered:
         if len(panels) >= max_panels:

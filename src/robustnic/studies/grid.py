@@ -63,6 +63,7 @@ class Job:
     kind: str
     config: dict[str, Any]
     key: str
+    code_version: str = ""
 
     def describe(self) -> str:
         """Short human label, e.g. ``attack hyperprior-small:q2 paper psnr:40 astronaut``."""
@@ -157,7 +158,7 @@ def expand_spec(spec: dict[str, Any]) -> list[Job]:
         params = {k: v for k, v in (shared | study).items() if k not in ("kind", "name")}
         try:
             for config in kind.expand(params):
-                job = Job(kind_name, config, job_key(config, version))
+                job = Job(kind_name, config, job_key(config, version), version)
                 jobs.setdefault(job.key, job)
         except RobustnicError as exc:
             raise SpecError(f"study {index + 1} ({kind_name}): {exc}") from None
@@ -245,7 +246,6 @@ def run_grid(
     """
     import torch
 
-    version = code_version()
     with ResultStore(store) as results:
         finished = results.keys()
         pending = [j for j in jobs if j.key not in finished]
@@ -258,7 +258,7 @@ def run_grid(
                 bar.write(f"failed: {job.describe()}: {(error or '').splitlines()[0]}")
             else:
                 timing = output.timing | {"elapsed": elapsed, "device": device}
-                row = Row(job.key, job.kind, job.config, version, output.result, timing)
+                row = Row(job.key, job.kind, job.config, job.code_version or code_version(), output.result, timing)
                 results.put(row, output.artifacts)
                 summary.done += 1
                 if on_row is not None:

@@ -20,6 +20,7 @@ changed weight file or photo gives a new key.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 from dataclasses import dataclass, field
@@ -66,10 +67,10 @@ def resolve_images(value: str | list[str]) -> list[dict[str, str]]:
             for n in names:
                 if n not in held:
                     raise RobustnicError(f"unknown bundled photo {n!r}; choose from {', '.join(held)}")
-                refs.append({"name": n, "source": f"bundled:{n}", "sha256": file_sha256(held[n])})
+                refs.append({"name": n, "source": f"bundled:{n}", "sha256": cached_sha256(held[n])})
         else:
             for p in image_paths(spec):
-                refs.append({"name": p.stem, "source": str(p.resolve()), "sha256": file_sha256(p)})
+                refs.append({"name": p.stem, "source": str(p.resolve()), "sha256": cached_sha256(p)})
     if not refs:
         raise RobustnicError("no images selected")
     return refs
@@ -85,6 +86,17 @@ def load_ref(ref: dict[str, str], crop: int | list[int] | None) -> torch.Tensor:
     return x.contiguous()
 
 
+@functools.lru_cache(maxsize=256)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    return file_sha256(path)
+
+
+def cached_sha256(path: Path) -> str:
+    """sha256 of a file, computed once per (path, modification time, size) in this process."""
+    st = path.stat()
+    return _file_sha256(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
 def model_fingerprint(spec: str) -> str | None:
     """sha256 of the weights a model spec names (shipped model or checkpoint file), else None.
 
@@ -95,7 +107,7 @@ def model_fingerprint(spec: str) -> str | None:
         return manifest[spec].sha256
     path = Path(spec.split("@", 1)[1]) if "@" in spec else Path(spec)
     if path.suffix in (".pt", ".pth", ".tar", ".ckpt") and path.is_file():
-        return file_sha256(path)
+        return cached_sha256(path)
     return None
 
 

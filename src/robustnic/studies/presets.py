@@ -100,7 +100,7 @@ def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str]
         if not robust:
             notes.append("no fine-tuned (robust) model is shipped yet: its rows are skipped")
         crop, steps, gens, budgets = 256, 40, 15, ["psnr:30", "psnr:35", "psnr:40", "psnr:45"]
-        images = ["bundled:astronaut", "bundled:coffee", "bundled:chelsea", "bundled:flower"]
+        images = ["bundled:astronaut", "bundled:coffee", "bundled:chelsea"]
         snapshots, rd_q = [1, 5, 15], [10, 30, 50, 70, 90]
     learned = [vanilla, *robust]
     first_two = images[:2]
@@ -112,7 +112,7 @@ def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str]
          "defenses": ["ensemble"]},
         {"kind": "attack", "models": [vanilla], "attacks": ["noise"], "budgets": ["psnr:40"]},
         {"kind": "attack", "models": learned, "attacks": ["paper"], "budgets": [b for b in budgets if b != "psnr:40"],
-         "steps": steps, "images": first_two},
+         "steps": steps, "images": images[:1]},
         {"kind": "recompression", "models": learned, "generations": gens, "snapshots": snapshots,
          "images": first_two},
         {"kind": "recompression", "models": [vanilla], "defenses": ["ensemble"], "generations": gens,
