@@ -115,11 +115,13 @@ def test_every_method_returns_8bit_images_inside_the_budget_after_png(method, bu
     assert atk.elapsed > 0
 
 
-@pytest.mark.parametrize("method", ["paper", "pgd", "cw", "noise"])
-def test_attacks_are_bit_identical_under_a_seed(method, toy, crops):
+@pytest.mark.parametrize("method, standin", [("paper", "none"), ("pgd", "noise"), ("cw", "none"), ("noise", "none"),
+                                             ("paper", "noise")])
+def test_attacks_are_bit_identical_under_a_seed(method, standin, toy, crops):
     x, _ = crops
-    a = make_attack(method, toy, budget=PSNR(35), steps=5, seed=7)(x)
-    b = make_attack(method, toy, budget=PSNR(35), steps=5, seed=7)(x)
+    a = make_attack(method, toy, budget=PSNR(35), steps=5, seed=7, standin=standin)(x)
+    torch.rand(3)  # the caller's random state does not matter
+    b = make_attack(method, toy, budget=PSNR(35), steps=5, seed=7, standin=standin)(x)
     assert torch.equal(a, b)
 
 
@@ -346,4 +348,4 @@ def test_on_a_trained_model_attacks_beat_noise_and_raise_the_rate(trained, crops
     assert all(a["psnr-out"] < n["psnr-out"] for a, n in zip(attacked, noisy))
     rate = verify_attack(trained, x, PaperAttack(trained, budget=budget, objective="rate", steps=20)(x))
     assert all(r["bpp-adv"] > r["bpp-clean"] for r in rate)
-    assert mean(rate, "bpp-increase") > mean(noisy, "bpp-increase") + 0.02
+    assert mean(rate, "bpp-increase") > mean(noisy, "bpp-increase") + 0.03 * mean(rate, "bpp-clean")

@@ -233,3 +233,20 @@ def test_attack_defense_keeps_the_worst_mode_per_image(codec, photo):
         assert row["bpp-adv"] == pytest.approx(coded.bpp)
     plain = attack_defense(codec, x, method="pgd", budget="psnr:30", steps=2)
     assert set(plain.by_mode) == {"plain"} and len(plain.rows) == 2
+
+
+def test_cli_defend(tmp_path, capsys, photo):
+    import json
+
+    from robustnic.cli.main import main
+    from robustnic.data.images import save_image
+
+    save_image(photo[..., :64, :64], tmp_path / "a.png")
+    args = ["defend", "-m", "bmshj2018-hyperprior:N=8:M=16:random", "-d", "bits:5", "-b", "psnr:35", "--steps", "1",
+            "--images", str(tmp_path / "a.png"), "--out", str(tmp_path / "out.json")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "out.json").read_text())
+    row = report["bits:5@psnr:35"]["rows"]["a"]
+    assert row["budget-ok"] and row["attack-mode"] in ("bpda", "identity")
+    assert main(args[:4] + ["median:3"] + args[5:]) == 2
+    assert "unknown purifier" in capsys.readouterr().err

@@ -13,9 +13,14 @@ argument is plural (or its help mentions a folder). "Handled correctly" means:
 * ``--max-pixels`` exists and is applied;
 * never a traceback, never a hang (every run has a timeout).
 
-Most runs go through one Python process per command that calls ``robustnic.cli.main.main``
-repeatedly (torch is imported once); a few runs per command are real ``python -m`` subprocesses
-that check the exit status and stderr the user sees.
+Commands that take one file run every corpus file alone; folder commands run a few files alone,
+the whole corpus as a folder and the odd valid images as a folder. All these runs go through one
+Python process that calls ``robustnic.cli.main.main`` repeatedly (torch is imported once); a few
+runs are real ``python -m`` subprocesses that check the exit status and stderr the user sees.
+
+Exceptions are tables below: training commands refuse the corpus' small images (they need
+patches), batch commands refuse a folder of mixed sizes, and ``KNOWN_MISMATCHES`` lists commands
+that do not behave as above yet (reported to their owners; strict xfail, so a fix shows up).
 """
 
 from __future__ import annotations
@@ -46,8 +51,22 @@ EXTRA_ARGS = {
     "transfer": ["--no-cross-image"],
 }
 #: The files run alone by commands that take folders (all of them run alone through the others).
-FOLDER_CMD_SINGLES = ("exif_rotated.jpg", "one_by_one.png", "gray16.png", "cmyk_jpeg.jpg",
-                      "bomb_400mp.png", "truncated_png.png", "empty.png", "text.png")
+FOLDER_CMD_SINGLES = ("exif_rotated.jpg", "one_by_one.png", "bomb_400mp.png", "truncated_png.png", "text.png")
+#: The odd valid images a folder command processes in one run (every one goes through compress).
+VALID_FOLDER = ("gray16.png", "rgb48.png", "bilevel.png", "palette_transparent.png", "rgba.png", "gray_alpha.png",
+                "cmyk_jpeg.jpg", "exif_rotated.jpg", "one_by_one.png", "one_by_n.png", "n_by_one.png", "float.tif",
+                "animated.gif", "rgba_webp.webp")
+#: Where a command does not (yet) behave as above: reported to its owner; the tests are expected to
+#: fail until it is fixed (strict: a fixed command makes them fail, and its row must go).
+KNOWN_MISMATCHES = {
+    "curves": "bad images become failed jobs: exit 1, 'failed: ...' on stdout, store and report written",
+    "recompress": "bad images become failed jobs: exit 1, 'failed: ...' on stdout, store and report written",
+    "transfer": "bad images become failed jobs: exit 1, 'failed: ...' on stdout, store and report written",
+    "finetune": "writes OUT/finetune.json before reading the images: left behind when they are refused",
+}
+#: Commands that attack a folder as one batch: images of different sizes are refused (one line).
+BATCH_COMMANDS = {"defend": "attacks the folder as one batch: 'images differ in size ... use --crop'"}
+NO_MAX_PIXELS = {"curves", "finetune", "recompress", "train", "transfer"}
 #: Commands that legitimately refuse the corpus' small valid images (with the usual one line).
 REFUSES_VALID = {
     "train": "training needs images of at least --patch-size pixels a side",
@@ -173,9 +192,8 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def valid_folder(corpus, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("valid")
-    for e in ENTRIES:
-        if e.kind == VALID:
-            (folder / e.name).write_bytes((corpus / e.name).read_bytes())
+    for name in VALID_FOLDER:
+        (folder / name).write_bytes((corpus / name).read_bytes())
     return folder
 
 
@@ -218,13 +236,17 @@ def test_image_commands_are_discovered():
 
 
 @pytest.mark.parametrize("cmd", IMAGE_COMMANDS)
-def test_image_commands_take_max_pixels(cmd):
+def test_image_commands_take_max_pixels(cmd, request):
+    if cmd in NO_MAX_PIXELS:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{cmd} has no --max-pixels (reported)"))
     options = {o for a in SUBCOMMANDS[cmd]._actions for o in a.option_strings}
     assert "--max-pixels" in options, f"robustnic {cmd} has no --max-pixels"
 
 
 @pytest.mark.parametrize("cmd", IMAGE_COMMANDS)
-def test_command_over_the_corpus(cmd, results, corpus):
+def test_command_over_the_corpus(cmd, results, request):
+    if cmd in KNOWN_MISMATCHES:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_MISMATCHES[cmd]))
     failures = []
     runs = results[cmd]
     assert runs, f"{cmd}: no run"
@@ -239,6 +261,9 @@ def test_command_over_the_corpus(cmd, results, corpus):
                     lines = r["stderr"].strip().splitlines()
                     for e in BAD:
                         assert sum(e.name in line for line in lines) == 1, f"{cmd}: no one-line warning for {e.name}"
+            elif r["kind"] == "valid-folder" and cmd in BATCH_COMMANDS:
+                check_refused(cmd, r["rc"], r["stderr"], "", out)
+                assert "differ in size" in r["stderr"]
             elif r["kind"] in (VALID, "valid-folder") and cmd not in REFUSES_VALID:
                 check_processed(cmd, r["rc"], r["stderr"], r["name"], out)
             elif r["kind"] == "valid-folder":

@@ -160,3 +160,19 @@ def test_matched_recompression_job_records_the_chosen_quality():
     assert series[0]["label"] == f"webp (bpp-matched to {TINY})" and series[0]["qualities"] == [out.result["matched-quality"]]
     with pytest.raises(RobustnicError, match="unknown defense|cannot understand|purifier"):
         execute("rd", _one("rd", model=TINY, defense="nonsense"))
+
+
+def test_robust_models_are_found_by_family_or_note_not_by_rd_finetunes():
+    from robustnic.codecs.zoo import ShippedModel
+    from robustnic.studies.presets import robust_models
+
+    def shipped(family: str, q: int, note: str) -> ShippedModel:
+        return ShippedModel(family, q, "bmshj2018-hyperprior", 64, 96, "mse", "f", "s", {"note": note})
+
+    manifest = {
+        "hyperprior-small:q1": shipped("hyperprior-small", 1, "fine-tuned from hyperprior-small:q2 at a lower lambda"),
+        "hyperprior-small:q2": shipped("hyperprior-small", 2, "trained from scratch"),
+        "hyperprior-robust:q2": shipped("hyperprior-robust", 2, "robustnic finetune"),
+        "mean-small-adv:q2": shipped("mean-small-adv", 2, "adversarially fine-tuned at psnr:35"),
+    }
+    assert robust_models(manifest) == ["hyperprior-robust:q2", "mean-small-adv:q2"]

@@ -5,7 +5,8 @@ that returns a continuous iterate. The base does the rest, the same way for ever
 
 * checks the inputs (images, target, mask) and that the budget allows any 8-bit change;
 * builds the objective's fixed context (e.g. the clean reconstruction);
-* seeds a per-call generator, so ``atk(x)`` is bit-identical for the same ``seed``;
+* seeds a per-call generator (and, inside the call only, torch's global one, which the noise
+  stand-in draws from), so ``atk(x)`` is bit-identical for the same ``seed``;
 * rounds the result to 8 bits *inside* the budget (:meth:`Budget.finalize`), keeps the best of
   ``restarts`` runs per image measured on that 8-bit image with real quantisation
   (:meth:`Attack.measure`), and returns it on ``x``'s device.
@@ -167,13 +168,16 @@ class Attack:
         x = x_in.detach().to(device=device, dtype=torch.float32)
         self.budget.check_possible(x)
         start = time.perf_counter()
-        ctx = self.objective.prepare(self.codec, x, target, mask)
-        generator = torch.Generator(device=device).manual_seed(self.seed)
-        best = BestIterate()
-        for self.restart in range(self.restarts):
-            x_adv = self.budget.finalize(x, self.perturb(x, ctx, generator).detach())
-            gain = self.measure(x_adv, ctx) if self.restarts > 1 else torch.zeros(x.shape[0], device=device)
-            best.update(x_adv, gain)
+        cuda = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # the noise stand-in draws from torch's own generator
+            torch.manual_seed(self.seed)
+            ctx = self.objective.prepare(self.codec, x, target, mask)
+            generator = torch.Generator(device=device).manual_seed(self.seed)
+            best = BestIterate()
+            for self.restart in range(self.restarts):
+                x_adv = self.budget.finalize(x, self.perturb(x, ctx, generator).detach())
+                gain = self.measure(x_adv, ctx) if self.restarts > 1 else torch.zeros(x.shape[0], device=device)
+                best.update(x_adv, gain)
         self.elapsed = time.perf_counter() - start
         if not self.budget.satisfied(x, best.x):  # finalize guarantees it; never return a violation
             raise AssertionError(f"{self.name}: result outside the budget {self.budget}")

@@ -62,6 +62,8 @@ class PaperReferenceAttack(Attack):
         delta = ((2 * u - 1) * spread).requires_grad_(True)
         opt = torch.optim.Adam([delta], lr=self.lr)
         cap = float("inf") if self.linf_cap is None else self.linf_cap / 255.0
+        if self.budget.is_linf:  # an L∞ budget is a cap too
+            cap = min(cap, float(self.budget.radius(x)[0]))
         for i in self.iterations():
             for group in opt.param_groups:
                 group["lr"] = self.lr_at(i)

@@ -50,6 +50,7 @@ import torch
 
 from robustnic.codecs.architectures import LAMBDAS
 from robustnic.codecs.base import STANDINS, Codec, CodecOutput, payload_bits
+from robustnic.codecs.zoo import read_manifest
 from robustnic.codecs.transforms import NUM_TRANSFORMS, apply_transform, inverse_transform
 from robustnic.data.images import check_image_tensor
 from robustnic.defenses.base import DefendedCodec
@@ -62,6 +63,16 @@ ATTACK_MODES = ("chosen", "eot", "identity")
 TRANSFORM_BITS = 3
 #: Largest number of images in one proxy forward call (bounds memory on large images).
 _MAX_PROXY_BATCH = 64
+
+
+def default_lambda(codec: Codec) -> float:
+    """The RD trade-off a codec was trained with: its manifest row's λ for a shipped model, else
+    CompressAI's λ for its quality (q3's when unknown)."""
+    row = read_manifest().get(codec.name)
+    if row is not None and "lambda" in row.info:
+        return float(row.info["lambda"])
+    table = LAMBDAS.get(codec.metric or "mse", LAMBDAS["mse"])
+    return table.get(codec.quality, table[3])
 
 
 def transform_groups(size: tuple[int, int]) -> list[tuple[int, ...]]:
@@ -125,7 +136,7 @@ class SelfEnsembleCodec(DefendedCodec):
     Args:
         codec: any :class:`Codec` (learned, classical, or purified).
         criterion: ``"distortion"`` (the paper) or ``"rd"`` (``lmbda·255²·MSE + bpp``).
-        lmbda: the RD trade-off; default CompressAI's λ for the codec's quality (q3's if unknown).
+        lmbda: the RD trade-off; default the codec's own (:func:`default_lambda`).
         search: ``"exhaustive"`` (code all 8) or ``"proxy"`` (rank with the batched STE forward,
             code only the ``top_k`` best).
         top_k: candidates the proxy search entropy-codes (1: the proxy's choice is final).
@@ -166,8 +177,7 @@ class SelfEnsembleCodec(DefendedCodec):
         self.criterion, self.search, self.top_k = criterion, search, int(top_k)
         self.proxy_fraction, self.tile = float(proxy_fraction), int(tile)
         self.attack_mode = attack_mode
-        default = LAMBDAS["mse"].get(codec.quality, LAMBDAS["mse"][3])
-        self.lmbda = float(lmbda) if lmbda is not None else default
+        self.lmbda = float(lmbda) if lmbda is not None else default_lambda(codec)
 
     @property
     def side_bits(self) -> int:

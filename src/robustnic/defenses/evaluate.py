@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from robustnic.attacks import make_attack, verify_attack
 from robustnic.codecs.base import Codec
 from robustnic.defenses.base import DefendedCodec
 
@@ -53,8 +54,6 @@ def attack_defense(
     ``"eot"`` mode only pairs with the clean reference (its output has 24 channels). Keys of
     ``by_mode`` and the rows' ``attack-mode`` are ``MODE`` or ``MODE/source``.
     """
-    from robustnic.attacks import make_attack, verify_attack
-
     defended = isinstance(codec, DefendedCodec)
     if modes is None:
         modes = codec.attack_modes if defended else ("plain",)

@@ -35,12 +35,15 @@ from typing import Iterator
 import torch
 from compressai.models.base import CompressionModel
 
+from robustnic.attacks import ATTACKS, L2, MSE, Budget, Linf, make_attack, parse_budget
 from robustnic.codecs.architectures import LAMBDAS, widths_of
 from robustnic.codecs.checkpoint import read_checkpoint_file
 from robustnic.codecs.learned import LearnedCodec
 from robustnic.codecs.zoo import load_codec, read_manifest
 from robustnic.data.photos import bundled_photos
+from robustnic.defenses.evaluate import attack_defense
 from robustnic.errors import RobustnicError
+from robustnic.training.export import export_model
 from robustnic.training.rd import TrainConfig, Trainer, rd_loss
 from robustnic.utils.io import atomic_write_text
 
@@ -92,8 +95,6 @@ class FinetuneConfig:
     threads: int | None = 1
 
     def validate(self) -> None:
-        from robustnic.attacks import ATTACKS, parse_budget
-
         if self.attack not in ATTACKS or self.val_attack not in ATTACKS:
             raise RobustnicError(f"unknown attack {self.attack!r}/{self.val_attack!r}; choose from {', '.join(ATTACKS)}")
         parse_budget(self.budget)
@@ -121,7 +122,7 @@ def source_settings(model: str) -> dict:
     lmbda = None
     row = read_manifest().get(model)
     if row is not None:
-        lmbda = row.info.get("lmbda")
+        lmbda = row.info.get("lambda", (row.info.get("config") or {}).get("lmbda"))
     elif Path(model).is_file():
         lmbda = (read_checkpoint_file(model).get("config") or {}).get("lmbda")
     metric = codec.metric or "mse"
@@ -131,10 +132,8 @@ def source_settings(model: str) -> dict:
             "quality": codec.quality, "lmbda": float(lmbda)}
 
 
-def ramped_budget(budget, fraction: float):
+def ramped_budget(budget: Budget, fraction: float) -> Budget | None:
     """``budget`` shrunk to ``fraction`` of its size (MSE for PSNR/MSE balls, the radius otherwise)."""
-    from robustnic.attacks import L2, MSE, Linf
-
     fraction = min(1.0, max(0.0, fraction))
     if budget.kind in ("psnr", "mse"):
         return MSE(budget.tau * fraction) if fraction > 0 else None
@@ -164,14 +163,12 @@ class AdversarialPerturb:
     """
 
     def __init__(self, config: FinetuneConfig):
-        from robustnic.attacks import parse_budget
-
         self.config = config
         self.budget = parse_budget(config.budget)
         self._codec: LearnedCodec | None = None
         self.last: dict = {}
 
-    def budget_at(self, step: int):
+    def budget_at(self, step: int) -> Budget | None:
         """The budget used at training step ``step`` (None while it is still zero)."""
         ramp = self.config.ramp_steps
         return ramped_budget(self.budget, 1.0 if ramp == 0 else (step + 1) / ramp)
@@ -183,8 +180,6 @@ class AdversarialPerturb:
         return self._codec
 
     def __call__(self, net: CompressionModel, batch: torch.Tensor, step: int) -> torch.Tensor:
-        from robustnic.attacks import make_attack
-
         cfg = self.config
         n_adv = round(cfg.adv_fraction * batch.shape[0])
         budget = self.budget_at(step)
@@ -284,7 +279,6 @@ class FinetuneTrainer(Trainer):
     def validate(self) -> dict[str, float]:
         """Clean RD (real bitstreams) and the attacked reconstruction PSNR (real bitstreams; per
         image the worse of the attacks away from the clean reconstruction and from the source)."""
-        from robustnic.defenses.evaluate import attack_defense
 
         val = super().validate()
         cfg = self.finetune_config
@@ -320,8 +314,6 @@ def finetune(
     result |= {"checkpoint": str(trainer.checkpoint_path), "resumed": trainer.resumed,
                "source": trainer.source, "settings": asdict(config)}
     if export_to is not None:
-        from robustnic.training.export import export_model
-
         result["export"] = export_model(trainer.checkpoint_path, export_to)
     return result
 

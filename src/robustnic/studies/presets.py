@@ -6,12 +6,13 @@ from the command line is stored, resumed and reported exactly like a hand-writte
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from robustnic.codecs.zoo import DEFAULT_MODEL, read_manifest
 
-#: Manifest words that mark an adversarially fine-tuned (robust) model.
-ROBUST_MARKERS = ("robust", "adv", "finetune", "fine-tuned", "-ft")
+#: Manifest words that mark an adversarially fine-tuned (robust) model (not an RD fine-tune).
+ROBUST_WORDS = re.compile(r"\brobust\b|\badversarial")
 CLASSICAL = ("jpeg", "webp")
 
 
@@ -62,13 +63,13 @@ def transfer_spec(
 
 
 def robust_models(manifest: dict | None = None) -> list[str]:
-    """Shipped models that are adversarially fine-tuned: manifest rows whose family, note or keys
-    mention one of :data:`ROBUST_MARKERS`."""
+    """Shipped models that are adversarially fine-tuned: manifest rows whose family or note has the
+    word ``robust`` or ``adversarial``, or that carry an ``adversarial``/``robust`` entry."""
     manifest = read_manifest() if manifest is None else manifest
     found = []
     for spec, m in manifest.items():
-        text = " ".join([m.family, str(m.info.get("note", "")), *m.info.keys()]).lower()
-        if any(word in text for word in ROBUST_MARKERS):
+        text = f"{m.family} {m.info.get('note', '')}".lower()
+        if ROBUST_WORDS.search(text) or any(k in m.info for k in ("adversarial", "robust", "finetune")):
             found.append(spec)
     return sorted(found)
 
