@@ -127,7 +127,7 @@ def worker(args: argparse.Namespace) -> None:
     from robustnic.data.badinputs import mutate_bitstream
     from robustnic.errors import BitstreamError
 
-    photos = [bundled_photos(["astronaut"], crop=(64, 96))["astronaut"], bundled_photos(["coffee"], crop=(45, 71))["coffee"]]
+    photos = [bundled_photos([name], crop=crop)[name] for name, crop in (("astronaut", (64, 96)), ("coffee", (45, 71)))]
     codecs, bases = [], []
     for i, spec in enumerate(CODECS):
         torch.manual_seed(i)
@@ -253,7 +253,8 @@ def measure_overread(args: argparse.Namespace) -> dict:
                 # the guard the proposed learned.py fix gives this string (see apply_proposed_fix)
                 pixels = (-(-header.height // 64) * 64) * (-(-header.width // 64) * 64)
                 widest = max(v.shape[0] for v in codec.net.state_dict().values() if v.dim() == 4)
-                guard = len(container.guard_rans_strings([bytes(8)], pixels // 256 * widest)[0]) - 8 + 16 * (real_len - 8)
+                guard = len(container.guard_rans_strings([bytes(8)], pixels // 256 * widest)[0]) - 8
+                guard += 16 * (real_len - 8)
                 worst["bytes_past_end"] = max(worst["bytes_past_end"], past)
                 worst["per_symbol"] = max(worst["per_symbol"], past / max(len(indexes), 1))
                 worst["guard_used"] = max(worst.get("guard_used", 0.0), past / guard)
@@ -279,7 +280,8 @@ def run_range(args: argparse.Namespace, start: int, stop: int, results: list, lo
     next_case = start
     while next_case < stop:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--start", str(next_case), "--stop", str(stop),
-               "--seed", str(args.seed), "--max-side", str(args.max_side)] + (["--proposed-fix"] if args.proposed_fix else [])
+               "--seed", str(args.seed), "--max-side", str(args.max_side)]
+        cmd += ["--proposed-fix"] if args.proposed_fix else []
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         q: queue.Queue = queue.Queue()
         threading.Thread(target=_reader, args=(proc.stdout, q), daemon=True).start()

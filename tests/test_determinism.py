@@ -55,8 +55,8 @@ def _train_once(out, images):
     cfg = TrainConfig(N=8, M=16, steps=3, batch_size=2, patch_size=64, val_every=100, checkpoint_every=100,
                       seed=7, threads=1)
     sampler = PatchSampler([images], 64, scales=(96,), seed=7)
-    trainer = Trainer(cfg, out, sampler=sampler, val_images={"v": torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))},
-                      progress=False)
+    val = {"v": torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))}
+    trainer = Trainer(cfg, out, sampler=sampler, val_images=val, progress=False)
     trainer.fit()
     return read_state_dict(trainer.checkpoint_path)
 

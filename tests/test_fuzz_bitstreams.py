@@ -87,7 +87,8 @@ def test_crc_valid_payload_mutations_decode_or_raise(coded, data):
     codec, bases = coded
     base = bytearray(bases[data.draw(st.integers(0, 1))])
     body = len(base) - 4
-    for pos, value in data.draw(st.lists(st.tuples(st.integers(0, body - 1), st.integers(0, 255)), min_size=1, max_size=6)):
+    edits = st.lists(st.tuples(st.integers(0, body - 1), st.integers(0, 255)), min_size=1, max_size=6)
+    for pos, value in data.draw(edits):
         base[pos] = value
     decode_or_reject(codec, fix_crc(bytes(base)))
 

@@ -98,10 +98,10 @@ def _takes_folder(p: argparse.ArgumentParser) -> bool:
     return a.dest.endswith("s") or "folder" in (a.help or "")
 
 
-def command_argv(cmd: str, image: Path, out: Path, extra: list[str] = ()) -> list[str]:
+def command_argv(cmd: str, image: Path, out: Path, extra: tuple[str, ...] | list[str] = ()) -> list[str]:
     """argv running ``cmd`` on ``image`` with the tiny model, writing under ``out``."""
     p = SUBCOMMANDS[cmd]
-    argv, handled = [cmd], set()
+    argv = [cmd]
     for a in p._actions:
         opt = a.option_strings[0] if a.option_strings else None
         long = next((o for o in a.option_strings if o.startswith("--")), opt)
@@ -117,9 +117,6 @@ def command_argv(cmd: str, image: Path, out: Path, extra: list[str] = ()) -> lis
             argv += [long]
         elif a.required and a.dest != "help":
             pytest.fail(f"robustnic {cmd}: test does not know how to fill required argument {a.dest!r}")
-        else:
-            continue
-        handled.add(a.dest)
     return argv + EXTRA_ARGS.get(cmd, []) + list(extra)
 
 

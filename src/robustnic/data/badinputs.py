@@ -206,7 +206,8 @@ def _builders() -> list[tuple[BadInput, Callable[[], bytes]]]:
          lambda: _encode(Image.fromarray(_gradient(24, 32)), "JPEG", progressive=True)),
         (BadInput("exif_rotated.jpg", v, "EXIF orientation 6: 20x12 stored, shown 12 wide x 20 high", (20, 12)),
          _exif_rotated_jpeg),
-        (BadInput("one_by_one.png", v, "1x1 image", (1, 1)), lambda: _encode(Image.new("RGB", (1, 1), (9, 99, 199)), "PNG")),
+        (BadInput("one_by_one.png", v, "1x1 image", (1, 1)),
+         lambda: _encode(Image.new("RGB", (1, 1), (9, 99, 199)), "PNG")),
         (BadInput("one_by_n.png", v, "1 pixel high, 37 wide", (1, 37)),
          lambda: _encode(Image.fromarray(_gradient(1, 37)), "PNG")),
         (BadInput("n_by_one.png", v, "29 pixels high, 1 wide", (29, 1)),
@@ -231,12 +232,14 @@ def _builders() -> list[tuple[BadInput, Callable[[], bytes]]]:
          lambda: _png(1_000_000, 1_000_000, 8, 2, zlib.compress(b"\0" * 64))),
         (BadInput("huge_declared_jpeg.jpg", big, "JPEG frame header declares 65000x65000"),
          lambda: _jpeg_with_size(tiny_jpg, 65000, 65000)),
-        (BadInput("huge_declared_bmp.bmp", big, "BMP header declares 100000x100000"), lambda: _bmp_with_size(100_000, 100_000)),
+        (BadInput("huge_declared_bmp.bmp", big, "BMP header declares 100000x100000"),
+         lambda: _bmp_with_size(100_000, 100_000)),
         # --- invalid: one clear message ------------------------------------------------------
         (BadInput("empty.png", bad, "empty file"), lambda: b""),
         (BadInput("text.png", bad, "a text file with an image suffix"), lambda: b"hello, I am not an image\n" * 10),
         (BadInput("html.jpg", bad, "HTML saved as .jpg"), lambda: b"<!DOCTYPE html><html><body>404</body></html>"),
-        (BadInput("random.jpg", bad, "4 kB of random bytes"), lambda: bytes(rng.integers(0, 256, 4096, dtype=np.uint8))),
+        (BadInput("random.jpg", bad, "4 kB of random bytes"),
+         lambda: bytes(rng.integers(0, 256, 4096, dtype=np.uint8))),
         (BadInput("zeros.bmp", bad, "1 kB of zero bytes"), lambda: bytes(1024)),
         (BadInput("png_signature_only.png", bad, "PNG signature and nothing else"), lambda: b"\x89PNG\r\n\x1a\n"),
         (BadInput("jpeg_soi_only.jpg", bad, "JPEG start-of-image marker only"), lambda: b"\xff\xd8\xff"),
@@ -249,7 +252,8 @@ def _builders() -> list[tuple[BadInput, Callable[[], bytes]]]:
         (BadInput("corrupt_idat.png", bad, "PNG with valid checksums around garbage zlib data"), _corrupt_idat_png),
         (BadInput("zero_width.png", bad, "PNG header declares width 0"), lambda: _png(0, 16, 8, 2, zlib.compress(b""))),
         (BadInput("nan.tif", bad, "float TIFF holding NaN and Inf"), _nan_tiff),
-        (BadInput("corrupt.tif", bad, "TIFF header pointing outside the file"), lambda: b"II*\x00\xff\xff\xff\x7f" + bytes(64)),
+        (BadInput("corrupt.tif", bad, "TIFF header pointing outside the file"),
+         lambda: b"II*\x00\xff\xff\xff\x7f" + bytes(64)),
     ]
 
 
