@@ -30,7 +30,7 @@ from robustnic.codecs.zoo import DEFAULT_MODEL, read_manifest
 from robustnic.report import build_report
 from robustnic.report.figures import recompression_figure
 from robustnic.report.panels import generation_strip
-from robustnic.studies import ResultStore, code_version, expand_spec, run_spec
+from robustnic.studies import ResultStore, expand_spec, run_grid
 from robustnic.studies.presets import recompression_spec, robust_models
 from robustnic.studies.recompression import recompression_series
 from robustnic.utils.io import atomic_write_bytes, atomic_write_text
@@ -61,7 +61,7 @@ def _f(v: float, digits: int = 2) -> str:
 
 
 def markdown(series: list[dict], args: argparse.Namespace, command: str, seconds: float, notes: list[str],
-             figures: Path, results_path: Path) -> str:
+             figures: Path, results_path: Path, version: str) -> str:
     gens = len(series[0]["psnr"])
     shown = [g for g in SHOW if g <= gens]
     rel = Path(os.path.relpath(figures.resolve(), results_path.resolve().parent)).as_posix()
@@ -83,7 +83,7 @@ def markdown(series: list[dict], args: argparse.Namespace, command: str, seconds
         f"with 1 torch thread each, CPU only; torch {torch.__version__}; run time {seconds / 60:.1f} min",
         "- bpp: entropy-coded payload of the learned codecs (+3 bits/image for the self-ensemble's transform); "
         "the whole JPEG/WebP file (headers and tables included) for the classical codecs",
-        f"- code version `{code_version()}`; store `{os.path.relpath(args.store, ROOT)}` (rows, images, timings)",
+        f"- code version `{version}`; store `{os.path.relpath(args.store, ROOT)}` (rows, images, timings)",
     ]
     lines += [f"- note: {n}" for n in notes]
     lines += ["", f"## PSNR (dB) vs the original, by generation", "",
@@ -131,14 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_ensemble:
         spec["study"].append({"kind": "recompression", "models": [args.model], "defenses": ["ensemble"],
                               "generations": args.generations, "snapshots": sorted(set(snapshots))})
+    jobs = expand_spec(spec)  # keys fixed now: the code version is read once, before anything runs
     t0 = time.perf_counter()
-    summary = run_spec(spec, args.store, workers=args.workers)
+    summary = run_grid(jobs, args.store, workers=args.workers)
     seconds = time.perf_counter() - t0
     if summary.failed:
         for key, err in summary.failed:
             print(f"failed {key}: {err}", file=sys.stderr)
         return 1
-    wanted = {job.key for job in expand_spec(spec)}
+    wanted = {job.key for job in jobs}
     with ResultStore(args.store, readonly=True) as store:
         rows = [r for r in store.rows("recompression") if r.key in wanted]
         series = recompression_series(rows)
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                      "(interrupted) run of the same command and code; the run time covers the rest")
     command = ".venv/bin/python benchmarks/recompression.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     results = Path(args.results)
-    atomic_write_text(results, markdown(series, args, command.strip(), seconds, notes, figures, results))
+    atomic_write_text(results, markdown(series, args, command.strip(), seconds, notes, figures, results, jobs[0].code_version))
     build_report(args.store, args.report, title="robustnic recompression benchmark")
     print(f"wrote {results} and {figures}/recompression*.png; report {args.report}/report.html")
     return 0

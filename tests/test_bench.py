@@ -129,6 +129,29 @@ def test_bad_specs_raise_spec_errors(bad, message):
         expand_spec(bad)
 
 
+def test_images_are_checked_before_anything_runs(tmp_path, photo):
+    from robustnic.data.images import save_image
+    from robustnic.errors import ImageError
+
+    save_image(photo, tmp_path / "good.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    spec = {"study": [{"kind": "rd", "models": ["jpeg:q50"], "images": [str(tmp_path / "good.png")]}]}
+    assert len(expand_spec(spec)) == 1
+    with pytest.raises(ImageError, match="good.png.*over the limit"):
+        expand_spec(spec, max_pixels=100)
+    with pytest.raises(ImageError, match="broken.png"):
+        expand_spec({"study": [{"kind": "rd", "models": ["jpeg:q50"], "images": [str(tmp_path)]}]})
+    store = tmp_path / "s.sqlite"
+    assert main(["bench", str(_write(tmp_path, spec | {"max_pixels": 100})), "--store", str(store)]) == 2
+    assert not store.exists()
+
+
+def _write(folder: Path, spec: dict) -> Path:
+    path = folder / "spec.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
 def test_shards_partition_the_grid(spec_file):
     jobs = expand_spec(load_spec(spec_file))
     parts = [select_shard(jobs, (i, 3)) for i in (1, 2, 3)]

@@ -121,3 +121,18 @@ def test_panel_zooms_where_the_reconstructions_differ():
 def test_codec_family_drops_the_quality():
     assert family("jpeg:q50") == "jpeg" and family("hyperprior-small:q2") == "hyperprior-small"
     assert family("bmshj2018-hyperprior:3:mse") == "bmshj2018-hyperprior:mse"
+
+
+def test_rows_of_newer_code_supersede_older_ones_in_the_report(tmp_path):
+    from robustnic.studies import latest_rows
+
+    config = {"kind": "rd", "model": "jpeg:q50", "defense": "none", "crop": 48, "image": {"name": "a"}}
+    old = Row("old", "rd", config, "v1", {"bpp": 1.0, "bpp-file": 1.0, "psnr-rgb": 11.11, "ms-ssim-rgb": None}, created=1.0)
+    new = Row("new", "rd", config, "v2", {"bpp": 1.0, "bpp-file": 1.0, "psnr-rgb": 22.22, "ms-ssim-rgb": None}, created=2.0)
+    other = Row("o", "rd", dict(config, model="jpeg:q60"), "v1", old.result, created=1.5)
+    assert [r.key for r in latest_rows([new, old, other])] == ["o", "new"]
+    with ResultStore(tmp_path / "s.sqlite") as s:
+        for r in (old, new):
+            s.put(r)
+    page = build_report(tmp_path / "s.sqlite", tmp_path / "out").read_text()
+    assert "22.22" in page and "11.11" not in page

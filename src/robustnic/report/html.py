@@ -30,7 +30,7 @@ from robustnic.report.figures import heatmap_figure, rd_figure, recompression_fi
 from robustnic.report.panels import attack_panel, generation_strip
 from robustnic.studies.curves import CURVE_METRICS, finite_mean, group_means, robustness_curves
 from robustnic.studies.recompression import recompression_series
-from robustnic.studies.store import ResultStore, Row, export_rows
+from robustnic.studies.store import ResultStore, Row, export_rows, latest_rows
 from robustnic.studies.transfer import TransferMatrix, mean_matrix
 from robustnic.utils.io import atomic_write_bytes, atomic_write_text
 
@@ -262,7 +262,7 @@ def render_report(store: ResultStore, title: str = "robustnic report", max_panel
     The PNGs embedded in the page are also put into ``figures`` (file name -> bytes) when given.
     """
     figures = {} if figures is None else figures
-    rows = store.rows()
+    rows = latest_rows(store.rows())
     by_kind: dict[str, list[Row]] = {}
     for r in rows:
         by_kind.setdefault(r.kind, []).append(r)

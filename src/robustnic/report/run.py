@@ -10,9 +10,9 @@ from typing import Any, Iterable
 
 from robustnic.report.html import build_report
 from robustnic.studies.curves import group_means
-from robustnic.studies.grid import GridSummary, run_spec
+from robustnic.studies.grid import GridSummary, expand_spec, run_grid
 from robustnic.studies.presets import demo_spec
-from robustnic.studies.store import ResultStore
+from robustnic.studies.store import ResultStore, latest_rows
 
 
 @dataclass
@@ -36,13 +36,18 @@ def run_study(
     threads: int = 1,
     device: str = "cpu",
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> StudyRun:
-    """Run ``spec`` into ``store`` (default ``OUT_DIR/results.sqlite``; resumes) and report it in ``OUT_DIR``."""
+    """Run ``spec`` into ``store`` (default ``OUT_DIR/results.sqlite``; resumes) and report it in ``OUT_DIR``.
+
+    The spec is expanded (every image checked) before anything is written.
+    """
     t0 = time.perf_counter()
+    jobs = expand_spec(spec, max_pixels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store_path = Path(store) if store is not None else out / "results.sqlite"
-    summary = run_spec(spec, store_path, workers=workers, threads=threads, device=device, progress=progress)
+    summary = run_grid(jobs, store_path, workers=workers, threads=threads, device=device, progress=progress)
     notes = list(notes)
     if summary.failed:
         notes.append(f"{len(summary.failed)} job(s) failed and are missing from this report (rerun to retry)")
@@ -53,7 +58,7 @@ def run_study(
 def attack_headline(store: str | os.PathLike, budget: str | None = None) -> list[dict[str, Any]]:
     """Mean clean and attacked reconstruction PSNR per (model, defense, attack, budget), from a store."""
     with ResultStore(store, readonly=True) as results:
-        rows = [r for r in results.rows("attack") if budget is None or r.config["budget"] == budget]
+        rows = [r for r in latest_rows(results.rows("attack")) if budget is None or r.config["budget"] == budget]
     means = group_means(rows, ("model", "defense", "attack", "budget"),
                         ("psnr-in", "psnr-clean", "psnr-out", "delta-psnr", "bpp-increase"))
     return sorted(means, key=lambda r: (str(r["budget"]), str(r["attack"]), str(r["model"]), str(r["defense"])))

@@ -30,6 +30,7 @@ from robustnic.studies.store import (
     StoreError,
     export_rows,
     job_key,
+    latest_rows,
     merge_stores,
 )
 from robustnic.studies.transfer import TransferMatrix, transfer_across_images, transfer_across_models
@@ -58,6 +59,7 @@ __all__ = [
     "first_generation_bpp",
     "group_means",
     "job_key",
+    "latest_rows",
     "load_spec",
     "match_quality",
     "merge_stores",

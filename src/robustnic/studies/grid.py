@@ -42,7 +42,8 @@ from typing import Any, Callable
 from tqdm.auto import tqdm
 
 from robustnic import __version__
-from robustnic.errors import RobustnicError
+from robustnic.data.images import DEFAULT_MAX_PIXELS
+from robustnic.errors import ImageError, RobustnicError
 from robustnic.studies.jobs import JOB_KINDS, JobOutput, execute
 from robustnic.studies.store import ResultStore, Row, job_key
 
@@ -50,6 +51,8 @@ from robustnic.studies.store import ResultStore, Row, job_key
 RESULT_PACKAGES = ("codecs", "attacks", "defenses", "studies", "data", "metrics", "utils")
 #: Keys a spec may set at the top level, inherited by every study.
 SHARED_KEYS = ("seed", "crop", "images")
+#: Top-level keys that steer the expansion but are not part of any job's configuration.
+RUN_KEYS = ("max_pixels",)
 
 
 class SpecError(RobustnicError):
@@ -139,15 +142,22 @@ def _studies(spec: dict[str, Any]) -> list[dict[str, Any]]:
         studies = [studies]
     if not isinstance(studies, list) or not studies or not all(isinstance(s, dict) for s in studies):
         raise SpecError("a spec needs at least one [[study]] table (with a 'kind')")
-    unknown = set(spec) - {"study", "studies", "name", *SHARED_KEYS}
+    unknown = set(spec) - {"study", "studies", "name", *SHARED_KEYS, *RUN_KEYS}
     if unknown:
-        raise SpecError(f"unknown top-level spec key(s) {sorted(unknown)}; allowed: study, name, {', '.join(SHARED_KEYS)}")
+        raise SpecError(f"unknown top-level spec key(s) {sorted(unknown)}; allowed: study, name, "
+                        f"{', '.join(SHARED_KEYS + RUN_KEYS)}")
     return studies
 
 
-def expand_spec(spec: dict[str, Any]) -> list[Job]:
-    """All jobs of a spec, in spec order, without duplicates (same key once)."""
+def expand_spec(spec: dict[str, Any], max_pixels: int | None = None) -> list[Job]:
+    """All jobs of a spec, in spec order, without duplicates (same key once).
+
+    Every image is checked readable first; images over ``max_pixels`` (default: the spec's
+    ``max_pixels``, else :data:`~robustnic.data.images.DEFAULT_MAX_PIXELS`) are refused.
+    """
     version = code_version()
+    if max_pixels is None:
+        max_pixels = int(spec.get("max_pixels", DEFAULT_MAX_PIXELS))
     jobs: dict[str, Job] = {}
     shared = {k: spec[k] for k in SHARED_KEYS if k in spec}
     for index, study in enumerate(_studies(spec)):
@@ -157,9 +167,11 @@ def expand_spec(spec: dict[str, Any]) -> list[Job]:
         kind = JOB_KINDS[kind_name]
         params = {k: v for k, v in (shared | study).items() if k not in ("kind", "name")}
         try:
-            for config in kind.expand(params):
+            for config in kind.expand(params, max_pixels):
                 job = Job(kind_name, config, job_key(config, version), version)
                 jobs.setdefault(job.key, job)
+        except ImageError:
+            raise  # names the file already
         except RobustnicError as exc:
             raise SpecError(f"study {index + 1} ({kind_name}): {exc}") from None
     return list(jobs.values())
@@ -295,8 +307,9 @@ def run_spec(
     spec: dict[str, Any] | str | os.PathLike,
     store: str | os.PathLike,
     shard: tuple[int, int] | None = None,
+    max_pixels: int | None = None,
     **kwargs: Any,
 ) -> GridSummary:
     """Expand a spec (dict or file), keep one shard, and :func:`run_grid` it into ``store``."""
     spec = spec if isinstance(spec, dict) else load_spec(spec)
-    return run_grid(select_shard(expand_spec(spec), shard), store, **kwargs)
+    return run_grid(select_shard(expand_spec(spec, max_pixels), shard), store, **kwargs)

@@ -34,7 +34,7 @@ from PIL import Image
 from robustnic.codecs.base import Codec
 from robustnic.codecs.checkpoint import file_sha256
 from robustnic.codecs.zoo import load_codec, read_manifest
-from robustnic.data.images import image_paths, load_image, quantize_8bit, to_uint8
+from robustnic.data.images import DEFAULT_MAX_PIXELS, image_paths, load_image, quantize_8bit, to_uint8
 from robustnic.data.photos import center_crop, heldout_photo_paths
 from robustnic.errors import RobustnicError
 from robustnic.metrics import psnr
@@ -51,10 +51,12 @@ class JobOutput:
 
 
 # ----- images and models named in configurations ------------------------------------------------
-def resolve_images(value: str | list[str]) -> list[dict[str, str]]:
-    """Image-set specs -> image references ``{"name", "source", "sha256"}``.
+def resolve_images(value: str | list[str], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> list[dict[str, str]]:
+    """Image-set specs -> image references ``{"name", "source", "sha256"}``, every image checked readable.
 
-    A spec is ``bundled`` (every held-out photo), ``bundled:NAME``, a folder or an image file.
+    A spec is ``bundled`` (every held-out photo), ``bundled:NAME``, a folder or an image file. An
+    unreadable, empty or too large (``max_pixels``) image raises :class:`~robustnic.errors.ImageError`
+    naming the file, before any job runs.
     """
     specs = [value] if isinstance(value, str) else list(value)
     refs: list[dict[str, str]] = []
@@ -70,17 +72,28 @@ def resolve_images(value: str | list[str]) -> list[dict[str, str]]:
                 refs.append({"name": n, "source": f"bundled:{n}", "sha256": cached_sha256(held[n])})
         else:
             for p in image_paths(spec):
+                _check_image(p, max_pixels)
                 refs.append({"name": p.stem, "source": str(p.resolve()), "sha256": cached_sha256(p)})
     if not refs:
         raise RobustnicError("no images selected")
     return refs
 
 
+def _check_image(path: Path, max_pixels: int | None) -> None:
+    st = path.stat()
+    _checked_image(str(path), st.st_mtime_ns, st.st_size, max_pixels)
+
+
+@functools.lru_cache(maxsize=1024)
+def _checked_image(path: str, mtime_ns: int, size: int, max_pixels: int | None) -> None:
+    load_image(path, max_pixels=max_pixels)  # raises ImageError naming the file
+
+
 def load_ref(ref: dict[str, str], crop: int | list[int] | None) -> torch.Tensor:
     """Load an image reference (see :func:`resolve_images`), centre-cropped to ``crop``."""
     source = ref["source"]
     path = heldout_photo_paths()[source.split(":", 1)[1]] if source.startswith("bundled:") else Path(source)
-    x = load_image(path)
+    x = load_image(path, max_pixels=None)  # checked when the grid was expanded
     if crop is not None:
         x = center_crop(x, crop if isinstance(crop, int) else tuple(crop))
     return x.contiguous()
@@ -155,8 +168,11 @@ class JobKind:
     lists: tuple[str, ...] = ()
     doc: str = ""
 
-    def expand(self, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Configurations of every job in a study (``params``: the study's keys merged with shared ones)."""
+    def expand(self, params: dict[str, Any], max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[dict[str, Any]]:
+        """Configurations of every job in a study (``params``: the study's keys merged with shared ones).
+
+        Images larger than ``max_pixels`` are refused (the limit is not part of the configuration).
+        """
         params = dict(params)
         allowed = set(self.axes) | {a + "s" for a in self.axes} | set(self.params) | set(self.lists)
         unknown = set(params) - allowed
@@ -177,7 +193,7 @@ class JobKind:
             got = got if isinstance(got, list) else [got]
             if not got:
                 raise RobustnicError(f"{plural!r} is empty")
-            values[axis] = resolve_images(got) if axis == "image" else got
+            values[axis] = resolve_images(got, max_pixels) if axis == "image" else got
         base = {k: params.get(k, v) for k, v in self.params.items() if k not in self.axes}
         for k in self.lists:
             if base.get(k) is not None and not isinstance(base[k], list):
@@ -186,7 +202,7 @@ class JobKind:
         if missing:
             raise RobustnicError(f"missing {missing}")
         if "images" in self.lists:
-            base["images"] = resolve_images(base["images"])
+            base["images"] = resolve_images(base["images"], max_pixels)
         for combo in itertools.product(*(values[a] for a in self.axes)):
             config = base | dict(zip(self.axes, combo)) | {"kind": self.name}
             yield _finish(config)

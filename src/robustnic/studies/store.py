@@ -218,6 +218,19 @@ class ResultStore:
         return added, same, conflicting
 
 
+def latest_rows(rows: Iterable[Row]) -> list[Row]:
+    """One row per configuration: a row computed by newer code supersedes older ones (by ``created``).
+
+    A store that outlived a code change holds both; summaries and reports use the newest.
+    """
+    latest: dict[str, Row] = {}
+    for r in rows:
+        c = canonical_json(r.config)
+        if c not in latest or r.created >= latest[c].created:
+            latest[c] = r
+    return sorted(latest.values(), key=lambda r: (r.created, r.key))
+
+
 # ----- merging and export -------------------------------------------------------------------------
 def merge_stores(sources: list[str | os.PathLike], out: str | os.PathLike) -> dict[str, int]:
     """Join results stores into ``out`` (written atomically: the file appears whole or not at all).

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", default=None, help="run only part I of N (e.g. 1/2), by job key")
     p.add_argument("--export", action="append", default=[], metavar="FILE",
                    help="afterwards, write every row of the store to FILE (.csv or .json); repeatable")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse images larger than this many pixels (default: the spec's max_pixels, else 36 million)")
     p.add_argument("--dry-run", action="store_true", help="list the jobs (and which are finished) without running")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_device(p)
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     shard = parse_shard(args.shard) if args.shard else None
-    jobs = select_shard(expand_spec(load_spec(args.spec)), shard)
+    jobs = select_shard(expand_spec(load_spec(args.spec), args.max_pixels), shard)
     if args.dry_run:
         with ResultStore(args.store) as store:
             done = store.keys()

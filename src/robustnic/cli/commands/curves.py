@@ -8,7 +8,7 @@ import argparse
 from robustnic.cli.commands.recompress import add_study_options, images_and_crop, study_kwargs
 from robustnic.cli.common import print_json
 from robustnic.report import run_study
-from robustnic.studies import ResultStore, robustness_curves
+from robustnic.studies import ResultStore, latest_rows, robustness_curves
 from robustnic.studies.presets import curves_spec
 
 DEFAULT_BUDGETS = "psnr:30,psnr:35,psnr:40,psnr:45,psnr:50"
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
                        **images_and_crop(args))
     result = run_study(spec, args.out, title="robustnic robustness curves", **study_kwargs(args))
     with ResultStore(result.store, readonly=True) as store:
-        curves = robustness_curves(store.rows("attack"))
+        curves = robustness_curves(latest_rows(store.rows("attack")))
     print_json([{"setting": c.label, "budgets": [f"{c.budget_kind}:{b:g}" for b in c.budgets],
                  "psnr-out": c.points["psnr-out"], "bpp-increase": c.points["bpp-increase"],
                  "auc-robust-psnr": c.auc} for c in curves])

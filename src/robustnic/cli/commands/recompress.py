@@ -7,7 +7,7 @@ import argparse
 
 from robustnic.cli.common import add_device, add_seed, print_json
 from robustnic.report import run_study
-from robustnic.studies import ResultStore
+from robustnic.studies import ResultStore, latest_rows
 from robustnic.studies.presets import recompression_spec
 from robustnic.studies.recompression import recompression_series
 
@@ -21,6 +21,8 @@ def add_study_options(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--images", "-i", action="append", default=None,
                    help="image set: 'bundled', 'bundled:NAME', a folder or a file; repeatable (default bundled)")
     p.add_argument("--crop", type=int, default=256, help="centre crop side in pixels (default 256; 0: whole images)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse images larger than this many pixels (default 36 million)")
     p.add_argument("--out", "-o", default=out, help=f"output folder for the report and figures (default ./{out})")
     p.add_argument("--store", default=None, help="results store (default OUT/results.sqlite); reruns resume")
     p.add_argument("--workers", "-j", type=int, default=1, help="parallel worker processes (default 1)")
@@ -30,7 +32,8 @@ def add_study_options(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def study_kwargs(args: argparse.Namespace) -> dict:
-    return {"store": args.store, "workers": args.workers, "device": args.device, "progress": not args.no_progress}
+    return {"store": args.store, "workers": args.workers, "device": args.device, "progress": not args.no_progress,
+            "max_pixels": args.max_pixels}
 
 
 def images_and_crop(args: argparse.Namespace) -> dict:
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     )
     result = run_study(spec, args.out, title="robustnic recompression", **study_kwargs(args))
     with ResultStore(result.store, readonly=True) as store:
-        series = recompression_series(store.rows("recompression"))
+        series = recompression_series(latest_rows(store.rows("recompression")))
     print_json([{"codec": s["label"], "matched-quality": s["qualities"] or None, "bpp-gen1": s["bpp"][0],
                  "psnr-gen1": s["psnr"][0], "psnr-last": s["psnr"][-1], "psnr-min": min(s["psnr"]),
                  "generations": len(s["psnr"]), "images": len(s["rows"])} for s in series])

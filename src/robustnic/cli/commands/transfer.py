@@ -7,7 +7,7 @@ import argparse
 from robustnic.cli.commands.recompress import add_study_options, images_and_crop, study_kwargs
 from robustnic.cli.common import print_json
 from robustnic.report import run_study
-from robustnic.studies import ResultStore, TransferMatrix
+from robustnic.studies import ResultStore, TransferMatrix, latest_rows
 from robustnic.studies.presets import transfer_spec
 from robustnic.studies.transfer import mean_matrix
 
@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
                          cross_image=not args.no_cross_image, **images_and_crop(args))
     result = run_study(spec, args.out, title="robustnic transfer", **study_kwargs(args))
     with ResultStore(result.store, readonly=True) as store:
-        models = [TransferMatrix.from_dict(r.result) for r in store.rows("transfer-model")]
-        images = {r.config["model"]: TransferMatrix.from_dict(r.result) for r in store.rows("transfer-image")}
+        models = [TransferMatrix.from_dict(r.result) for r in latest_rows(store.rows("transfer-model"))]
+        images = {r.config["model"]: TransferMatrix.from_dict(r.result) for r in latest_rows(store.rows("transfer-image"))}
     out = {}
     if models:
         m = mean_matrix(models)
