@@ -9,7 +9,7 @@
    full held-out photos - all on real bitstreams.
 
     .venv/bin/python benchmarks/finetune_cost.py timing --model hyperprior-small:q2
-    .venv/bin/python benchmarks/finetune_cost.py compare --model hyperprior-small:q2 --ks 1 3 20 --steps 150
+    .venv/bin/python benchmarks/finetune_cost.py compare --model hyperprior-small:q2 --ks 1 3 10 --steps 300
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("what", choices=["timing", "compare"])
     p.add_argument("--model", default="hyperprior-small:q2")
     p.add_argument("--ks", type=int, nargs="+", default=[1, 3, 10], help="inner attack lengths")
-    p.add_argument("--steps", type=int, default=150, help="compare: fine-tuning steps per run")
-    p.add_argument("--ramp-steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=300, help="compare: fine-tuning steps per run")
+    p.add_argument("--ramp-steps", type=int, default=100)
     p.add_argument("--budget", default="psnr:30")
     p.add_argument("--eval-steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)

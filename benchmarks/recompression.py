@@ -31,6 +31,7 @@ from robustnic.report import build_report
 from robustnic.report.figures import recompression_figure
 from robustnic.report.panels import generation_strip
 from robustnic.studies import ResultStore, expand_spec, run_grid
+from robustnic.studies.grid import CODE_VERSION_ENV
 from robustnic.studies.presets import recompression_spec, robust_models
 from robustnic.studies.recompression import recompression_series
 from robustnic.utils.io import atomic_write_bytes, atomic_write_text
@@ -43,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"vanilla model (default {DEFAULT_MODEL})")
     p.add_argument("--robust", action="append", default=None,
-                   help="fine-tuned model spec(s) (default: every robust model in the manifest)")
+                   help="fine-tuned model spec(s), optionally LABEL=SPEC (default: every robust model in the manifest)")
+    p.add_argument("--note", action="append", default=[], help="a line to add to the results file (provenance)")
     p.add_argument("--no-ensemble", action="store_true", help="skip the self-ensemble")
     p.add_argument("--generations", type=int, default=50)
     p.add_argument("--images", action="append", default=None, help="image sets (default: bundled, all 6 photos)")
@@ -60,7 +62,7 @@ def _f(v: float, digits: int = 2) -> str:
     return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
 
 
-def markdown(series: list[dict], args: argparse.Namespace, command: str, seconds: float, notes: list[str],
+def markdown(series: list[dict], args: argparse.Namespace, command: str, notes: list[str],
              figures: Path, results_path: Path, version: str) -> str:
     gens = len(series[0]["psnr"])
     shown = [g for g in SHOW if g <= gens]
@@ -79,8 +81,8 @@ def markdown(series: list[dict], args: argparse.Namespace, command: str, seconds
         "",
         f"    {command}",
         "",
-        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared), {args.workers} worker process(es) "
-        f"with 1 torch thread each, CPU only; torch {torch.__version__}; run time {seconds / 60:.1f} min",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), {args.workers} worker "
+        f"process(es) with 1 torch thread each, CPU only; torch {torch.__version__}",
         "- bpp: entropy-coded payload of the learned codecs (+3 bits/image for the self-ensemble's transform); "
         "the whole JPEG/WebP file (headers and tables included) for the classical codecs",
         f"- code version `{version}`; store `{os.path.relpath(args.store, ROOT)}` (rows, images, timings)",
@@ -122,7 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.model not in manifest and not Path(args.model).is_file():
         print(f"{args.model} is not shipped yet (manifest: {', '.join(manifest) or 'empty'})", file=sys.stderr)
         return 2
-    robust = args.robust if args.robust is not None else robust_models(manifest)
+    labels: dict[str, str] = {}
+    robust = []
+    for entry in args.robust if args.robust is not None else robust_models(manifest):
+        label, _, spec = entry.rpartition("=")
+        robust.append(spec)
+        if label:
+            labels[spec] = label
+    notes += args.note
     if not robust:
         notes.append("no fine-tuned (robust) model was shipped when this ran: only vanilla, self-ensemble, JPEG, WebP")
     snapshots = tuple(g for g in (1, 5, 10, 25, 50) if g <= args.generations) + (args.generations,)
@@ -143,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     with ResultStore(args.store, readonly=True) as store:
         rows = [r for r in store.rows("recompression") if r.key in wanted]
         series = recompression_series(rows)
+        for s in series:  # display names given on the command line
+            model = s["setting"]["model"]
+            if model in labels:
+                s["label"] = s["label"].replace(model, f"{labels[model]} ({model})" if len(model) < 30 else labels[model])
         order = {args.model: 0, **{m: 1 for m in robust}}
         series.sort(key=lambda s: (s["setting"]["match"] is not None, s["setting"]["defense"] != "none",
                                    order.get(s["setting"]["model"], 2), s["label"]))
@@ -154,15 +167,19 @@ def main(argv: list[str] | None = None) -> int:
                 row = next(r for r in s["rows"] if r.config["image"]["name"] == img)
                 art = store.artifacts(row.key)
                 original = original or art["generation-000.png"].data
-                strip[f"{s['label']}\n{row.result['codec']}"] = {
+                codec = row.result["codec"]
+                strip[s["label"] if codec in s["label"] else f"{s['label']}\n{codec}"] = {
                     int(n[len("generation-"):-4]): a.data for n, a in art.items() if n != "generation-000.png"}
             atomic_write_bytes(figures / f"recompression-{img}.png", generation_strip(strip, original, crop=128))
-    if summary.skipped:
-        notes.append(f"{summary.skipped} of {summary.total} jobs were already in the store from an earlier "
-                     "(interrupted) run of the same command and code; the run time covers the rest")
+    job_seconds = sum(r.timing.get("elapsed", 0.0) for r in rows)
+    notes.insert(0, f"compute: {job_seconds / 60:.1f} min summed over the {len(rows)} jobs (from the store); this "
+                    f"invocation {seconds / 60:.1f} min wall, {summary.done} jobs run, {summary.skipped} found in "
+                    "the store (same configuration and code version)")
     command = ".venv/bin/python benchmarks/recompression.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    if os.environ.get(CODE_VERSION_ENV):
+        command = f"{CODE_VERSION_ENV}={os.environ[CODE_VERSION_ENV]} {command}"
     results = Path(args.results)
-    atomic_write_text(results, markdown(series, args, command.strip(), seconds, notes, figures, results, jobs[0].code_version))
+    atomic_write_text(results, markdown(series, args, command.strip(), notes, figures, results, jobs[0].code_version))
     build_report(args.store, args.report, title="robustnic recompression benchmark")
     print(f"wrote {results} and {figures}/recompression*.png; report {args.report}/report.html")
     return 0

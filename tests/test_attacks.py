@@ -349,3 +349,16 @@ def test_on_a_trained_model_attacks_beat_noise_and_raise_the_rate(trained, crops
     rate = verify_attack(trained, x, PaperAttack(trained, budget=budget, objective="rate", steps=20)(x))
     assert all(r["bpp-adv"] > r["bpp-clean"] for r in rate)
     assert mean(rate, "bpp-increase") > mean(noisy, "bpp-increase") + 0.03 * mean(rate, "bpp-clean")
+
+
+def test_paper_attack_leaves_a_flat_start(crops):
+    """Through JPEG (real rounding, straight-through gradient) the gradient at the clean image is
+    zero; the default attack starts from a random point instead of returning the image unchanged."""
+    from robustnic.codecs import load_codec
+
+    x, _ = crops
+    jpeg = load_codec("jpeg:q50")
+    x_adv = PaperAttack(jpeg, budget=PSNR(35), steps=5)(x)
+    rows = verify_attack(jpeg, x, x_adv)
+    assert all(35 <= r["psnr-in"] < 45 for r in rows)
+    assert all(r["psnr-out"] < r["psnr-clean"] for r in rows)

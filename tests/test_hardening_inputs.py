@@ -99,7 +99,6 @@ def test_codec_api_accepts_odd_tensors_and_refuses_hostile_ones(spec):
                     verb(value)
 
 
-@pytest.mark.xfail(reason="Codec.forward does not validate its input (fix requested from codecs owner)", strict=False)
 @pytest.mark.parametrize("spec", [f"bmshj2018-hyperprior:{TINY}", "jpeg:q75"])
 def test_codec_forward_validates_its_input(spec):
     codec = load_codec(spec)

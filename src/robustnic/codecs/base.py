@@ -13,6 +13,7 @@ reports comes from it.
 
 from __future__ import annotations
 
+import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -125,12 +126,20 @@ class Codec(ABC):
         )
         return container.pack(header, strings)
 
-    def decompress(self, data: bytes) -> torch.Tensor:
-        """Decode container bytes into a ``(1, 3, H, W)`` image in [0, 1]."""
-        header, strings = container.unpack(data)
+    def decompress(self, data: bytes, max_pixels: int | None = None) -> torch.Tensor:
+        """Decode container bytes into a ``(1, 3, H, W)`` image in [0, 1].
+
+        ``max_pixels`` bounds the declared image size (default: the container's limit), checked
+        before anything is decoded.
+        """
+        from robustnic.errors import BitstreamError
+
+        header, strings = container.unpack(data, max_pixels=max_pixels)
         self._check_header(header)
         size = transformed_size((header.height, header.width), header.transform)
         x_hat = self._decode(strings, header.shape, size)
+        if not torch.isfinite(x_hat).all():
+            raise BitstreamError("bitstream decodes to NaN/Inf values")
         return inverse_transform(x_hat, header.transform).clamp_(0, 1)
 
     def roundtrip(self, x: torch.Tensor, transform: int = 0) -> Coded:
@@ -139,7 +148,7 @@ class Codec(ABC):
         t0 = time.perf_counter()
         data = self.compress(x, transform)
         t1 = time.perf_counter()
-        x_hat = self.decompress(data)
+        x_hat = self.decompress(data, max_pixels=sys.maxsize)
         t2 = time.perf_counter()
         return Coded(
             data=data, x_hat=x_hat, num_pixels=x.shape[-2] * x.shape[-1], payload_bits=payload_bits(data),
@@ -157,5 +166,5 @@ class Codec(ABC):
 
 def payload_bits(data: bytes) -> int:
     """Bits of the entropy-coded strings inside container bytes (the header is not counted)."""
-    _, strings = container.unpack(data)
+    _, strings = container.unpack(data, max_pixels=sys.maxsize)
     return 8 * sum(len(s) for s in strings)

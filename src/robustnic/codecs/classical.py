@@ -14,7 +14,7 @@ from PIL import Image
 
 from robustnic.codecs import container
 from robustnic.codecs.base import Codec, CodecOutput
-from robustnic.data.images import to_uint8
+from robustnic.data.images import check_image_tensor, to_uint8
 from robustnic.errors import BitstreamError
 
 #: format name -> (container code, Pillow format, default quality)
@@ -47,11 +47,18 @@ class ClassicalCodec(Codec):
         return buf.getvalue()
 
     @staticmethod
-    def decode_bytes(data: bytes) -> torch.Tensor:
-        """Decode JPEG/WebP bytes into a ``(1, 3, H, W)`` float tensor."""
+    def decode_bytes(data: bytes, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Decode JPEG/WebP bytes into a ``(1, 3, H, W)`` float tensor.
+
+        With ``size = (H, W)`` the payload's declared size is checked before any pixel is decoded.
+        """
         try:
             with Image.open(io.BytesIO(data)) as img:
+                if size is not None and (img.height, img.width) != tuple(size):
+                    raise BitstreamError(f"image payload is {img.height}x{img.width}, header says {size[0]}x{size[1]}")
                 arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except BitstreamError:
+            raise
         except Exception as exc:
             raise BitstreamError(f"image payload could not be decoded ({exc})") from None
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
@@ -62,13 +69,11 @@ class ClassicalCodec(Codec):
     def _decode(self, strings: list[bytes], shape: tuple[int, ...], size: tuple[int, int]) -> torch.Tensor:
         if len(strings) != 1:
             raise BitstreamError(f"{self.fmt} bitstream must hold one string, found {len(strings)}")
-        x_hat = self.decode_bytes(strings[0])
-        if tuple(x_hat.shape[-2:]) != tuple(size):
-            raise BitstreamError(f"{self.fmt} payload is {tuple(x_hat.shape[-2:])}, header says {size}")
-        return x_hat.to(self.device)
+        return self.decode_bytes(strings[0], size).to(self.device)
 
     def forward(self, x: torch.Tensor, standin: str = "none", rate: bool = False) -> CodecOutput:
         """Real JPEG/WebP reconstruction with a straight-through gradient; no likelihoods."""
+        x = check_image_tensor(x)
         with torch.no_grad():
             real = torch.cat([self.decode_bytes(self.encode_array(to_uint8(xi))) for xi in x]).to(x)
         return CodecOutput(x + (real - x).detach(), None)

@@ -14,7 +14,7 @@ from robustnic.codecs import container
 from robustnic.codecs.architectures import architecture_of
 from robustnic.codecs.base import STANDINS, Codec, CodecOutput
 from robustnic.codecs.checkpoint import state_dict_fingerprint
-from robustnic.data.images import crop_to, pad_to_multiple
+from robustnic.data.images import check_image_tensor, crop_to, pad_to_multiple
 from robustnic.errors import BitstreamError
 
 #: Every CompressAI image architecture downsamples by 2**6 overall (g_a then h_a).
@@ -94,7 +94,10 @@ class LearnedCodec(Codec):
 
     def refresh(self) -> None:
         """Recompute the weight fingerprint (call after changing the weights and ``update()``)."""
-        self._fingerprint = state_dict_fingerprint(self.net.state_dict())[:4]
+        state = self.net.state_dict()
+        self._fingerprint = state_dict_fingerprint(state)[:4]
+        # widest conv: bounds the latent elements one rANS string can code (decoder guard)
+        self._widest = max(v.shape[0] for v in state.values() if v.dim() == 4)
 
     def to(self, device: str | torch.device) -> "LearnedCodec":
         super().to(device)
@@ -113,7 +116,7 @@ class LearnedCodec(Codec):
     def forward(self, x: torch.Tensor, standin: str = "none", rate: bool = False) -> CodecOutput:
         if standin not in STANDINS:
             raise ValueError(f"unknown stand-in {standin!r}; choose from {STANDINS}")
-        xp, size = pad_to_multiple(x, PAD_MULTIPLE)
+        xp, size = pad_to_multiple(check_image_tensor(x), PAD_MULTIPLE)
         likelihoods = None
         if standin == "none":
             x_hat = self.net.g_s(self.net.g_a(xp))
@@ -141,6 +144,8 @@ class LearnedCodec(Codec):
         expected = tuple(-(-s // PAD_MULTIPLE) * PAD_MULTIPLE // stride for s in size)
         if self.arch is not None and tuple(shape) != expected:
             raise BitstreamError(f"bitstream latent shape {shape} does not match its image size {size}")
+        hp, wp = (-(-s // PAD_MULTIPLE) * PAD_MULTIPLE for s in size)
+        strings = container.guard_rans_strings(strings, hp * wp // (256 if self.arch else 16) * self._widest)
         try:
             with torch.no_grad():
                 out = self.net.decompress([[s] for s in strings], list(shape))

@@ -98,8 +98,11 @@ def load_photo_set(spec: str, crop: int | None = None, max_pixels: int | None = 
 
     if spec in ("bundled", "heldout"):
         return bundled_photos(crop=crop)
+    paths = image_paths(spec)
+    stems = [p.stem for p in paths]
     out = {}
-    for p in image_paths(spec):
-        x = load_image(p, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
-        out[p.stem] = center_crop(x, crop) if crop is not None else x
+    for p in paths:
+        x = load_image(p, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
+        key = p.stem if stems.count(p.stem) == 1 else p.name  # a.png and a.jpg stay two images
+        out[key] = center_crop(x, crop) if crop is not None else x
     return out

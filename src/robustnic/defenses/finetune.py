@@ -3,9 +3,11 @@
 Start from any zoo model; at every training step attack the *current* model on a fraction of the
 batch (the rest stays clean, as in the paper's earlier version), with a budget ramped up from 0
 over the first steps, then take CompressAI's rate-distortion step on the mixed batch (plus the
-entropy bottleneck's auxiliary step). The distortion target is the codec's input (the paper) or,
-with ``target="source"``, the clean patch the adversarial one came from (the codec learns to undo
-the perturbation).
+entropy bottleneck's auxiliary step). The distortion target is, by default, the clean patch the
+adversarial one came from (``target="source"``: the codec learns to drop the perturbation), or the
+codec's input as in the paper (``target="input"``); the inner attack pushes the reconstruction
+away from the source by default (``attack_reference="source"``) or, as in the paper, away from
+the clean reconstruction (``"clean"``).
 
 The paper runs a 300-step attack inside every training step. Here the inner attack is cheap by
 default - a few steps of PGD from a random start in the budget ball (Madry et al., ICLR 2018) -
@@ -77,10 +79,12 @@ class FinetuneConfig:
     adv_fraction: float = 0.5
     #: Quantisation stand-in of the inner attack (``none`` as in the paper).
     standin: str = "none"
-    #: The inner attack pushes away from the ``clean`` reconstruction (the paper) or the ``source``.
-    attack_reference: str = "clean"
-    #: Distortion against the codec's ``input`` (the paper) or the clean ``source``.
-    target: str = "input"
+    #: The inner attack pushes away from the ``source`` image (what the reported PSNR measures) or,
+    #: as in the paper, from the ``clean`` reconstruction.
+    attack_reference: str = "source"
+    #: Distortion against the clean ``source`` patch (the codec learns to drop the perturbation) or,
+    #: as in the paper, against the codec's ``input``.
+    target: str = "source"
     clip_max_norm: float = 1.0
     seed: int = 0
     images: list[str] = field(default_factory=list)

@@ -31,6 +31,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sys
 import threading
 import time
 import tomllib
@@ -267,7 +268,7 @@ def run_grid(
         def record(job: Job, output: JobOutput | None, elapsed: float, error: str | None) -> None:
             if output is None:
                 summary.failed.append((job.key, error or "unknown error"))
-                bar.write(f"failed: {job.describe()}: {(error or '').splitlines()[0]}")
+                tqdm.write(f"failed: {job.describe()}: {(error or '').splitlines()[0]}", file=sys.stderr)
             else:
                 timing = output.timing | {"elapsed": elapsed, "device": device}
                 row = Row(job.key, job.kind, job.config, job.code_version or code_version(), output.result, timing)

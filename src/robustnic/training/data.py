@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from robustnic.data.images import image_paths, load_image
+from robustnic.data.images import DEFAULT_MAX_PIXELS, image_paths, load_image
 from robustnic.errors import ImageError
 
 
@@ -30,13 +30,20 @@ class PatchSampler:
     state is saved in checkpoints so a resumed run continues the same sequence.
     """
 
-    def __init__(self, sources: list[str | Path], patch_size: int, scales: tuple[int, ...] = (512, 768), seed: int = 0):
+    def __init__(
+        self,
+        sources: list[str | Path],
+        patch_size: int,
+        scales: tuple[int, ...] = (512, 768),
+        seed: int = 0,
+        max_pixels: int | None = None,
+    ):
         paths: list[Path] = []
         for s in sources:
             paths.extend(image_paths(s))
         self.images = []
         for p in paths:
-            x = load_image(p)
+            x = load_image(p, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
             for side in scales:
                 img = _resized(x, side)
                 if min(img.shape[-2:]) >= patch_size:

@@ -60,6 +60,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     init_from: str | None = None  # warm start: copy every tensor whose name and shape match
     threads: int | None = None
+    max_pixels: int | None = None  # refuse larger training images (default: the loader's limit)
 
     def validate(self) -> None:
         get_architecture(self.architecture)
@@ -148,7 +149,8 @@ class Trainer:
         self.optimizer = torch.optim.Adam(main, lr=config.lr)
         self.aux_optimizer = torch.optim.Adam(aux, lr=config.aux_lr)
         self.sampler = sampler or PatchSampler(
-            config.images or [str(p) for p in training_photo_paths()], config.patch_size, seed=config.seed
+            config.images or [str(p) for p in training_photo_paths()], config.patch_size, seed=config.seed,
+            max_pixels=config.max_pixels,
         )
         self.val_images = val_images if val_images is not None else bundled_photos(crop=config.val_crop)
         self.step, self.elapsed, self.history = 0, 0.0, []

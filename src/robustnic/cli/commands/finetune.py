@@ -25,9 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adv-fraction", type=float, default=d.adv_fraction, help="share of each batch attacked")
     p.add_argument("--standin", default=d.standin, choices=["none", "noise", "ste"], help="inner attack's stand-in")
     p.add_argument("--attack-reference", default=d.attack_reference, choices=["clean", "source"],
-                   help="inner attack pushes away from the clean reconstruction (paper) or the source")
+                   help="inner attack pushes away from the source (default) or the clean reconstruction (paper)")
     p.add_argument("--target", default=d.target, choices=TARGETS,
-                   help="distortion against the codec's input (paper) or the clean source")
+                   help="distortion against the clean source (default) or the codec's input (paper)")
     p.add_argument("--images", action="append", default=None, help="training image folder (repeatable)")
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--val-attack-steps", type=int, default=d.val_attack_steps)

@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse training images larger than this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", "-o", required=True, help="run folder (checkpoints, resume)")
     p.add_argument("--no-progress", action="store_true")
@@ -54,7 +55,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr, aux_lr=args.aux_lr,
         lr_drops=drops, clip_max_norm=args.clip, seed=args.seed, images=args.images or [],
         val_every=args.val_every, checkpoint_every=args.checkpoint_every, init_from=args.init_from,
-        threads=args.threads,
+        threads=args.threads, max_pixels=args.max_pixels,
     )
 
 
