@@ -221,8 +221,8 @@ def test_make_defense_composes_left_to_right(codec, photo):
 def test_attack_defense_keeps_the_worst_mode_per_image(codec, photo):
     x = torch.cat([photo[..., :64, :64], photo[..., :64, 32:]])
     ens = SelfEnsembleCodec(codec, search="proxy", proxy_fraction=1.0)
-    result = attack_defense(ens, x, method="pgd", budget="psnr:30", steps=2, seed=0)
-    assert set(result.by_mode) == {"chosen", "eot", "identity"}
+    result = attack_defense(ens, x, method="pgd", references=("source",), budget="psnr:30", steps=2, seed=0)
+    assert set(result.by_mode) == {"chosen/source", "eot", "identity/source"}  # EOT: clean reference only
     assert result.x_adv.shape == x.shape
     for i, row in enumerate(result.rows):
         outs = {mode: rows[i]["psnr-out"] for mode, rows in result.by_mode.items()}

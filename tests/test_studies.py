@@ -176,3 +176,12 @@ def test_robust_models_are_found_by_family_or_note_not_by_rd_finetunes():
         "mean-small-adv:q2": shipped("mean-small-adv", 2, "adversarially fine-tuned at psnr:35"),
     }
     assert robust_models(manifest) == ["hyperprior-robust:q2", "mean-small-adv:q2"]
+
+
+def test_curve_points_average_the_same_images_at_every_budget():
+    rows = [_row("psnr:30", "a", 20.0), _row("psnr:40", "a", 25.0), _row("psnr:40", "b", 29.0),
+            _row("psnr:40", "c", 29.0), _row("psnr:50", "a", 28.0)]
+    for r in rows:
+        r.config["image"]["sha256"] = r.config["image"]["name"] * 8
+    (curve,) = robustness_curves(rows)
+    assert curve.points["psnr-out"] == [20.0, 25.0, 28.0] and curve.images == [1, 1, 1]

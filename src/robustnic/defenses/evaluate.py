@@ -51,7 +51,7 @@ def attack_defense(
     ...). Each result is verified with :func:`robustnic.attacks.verify_attack` on ``codec`` in its
     default mode (the bytes are always the defended encoder's); per image the lowest
     reconstruction PSNR wins. A plain codec is attacked in mode ``"plain"``. The self-ensemble's
-    ``"eot"`` mode only pairs with the clean reference (its output has 24 channels). Keys of
+    ``"eot"`` mode always runs with the clean reference (its output has 24 channels). Keys of
     ``by_mode`` and the rows' ``attack-mode`` are ``MODE`` or ``MODE/source``.
     """
     defended = isinstance(codec, DefendedCodec)
@@ -62,6 +62,8 @@ def attack_defense(
     best_rows: list[dict] = []
     best_x: list[torch.Tensor] = []
     runs = [(m, r) for m in modes for r in references if not (m == "eot" and r == "source")]
+    if "eot" in modes and not any(m == "eot" for m, _ in runs):
+        runs.append(("eot", "clean"))  # the expectation over transforms only has the clean reference
     for mode, reference in runs:
         target = codec.with_attack_mode(mode) if defended else codec
         atk = make_attack(method, target, reference=reference, **attack_kwargs)

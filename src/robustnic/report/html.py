@@ -176,15 +176,15 @@ def _curves_section(rows: list[Row], figures: dict[str, bytes]) -> str:
         return ""
     table = _table(
         [{"label": c.label, "kind": c.budget_kind, "range": f"{min(c.budgets):g}–{max(c.budgets):g}",
-          "points": len(c.budgets), "auc": c.auc, "clean": finite_mean(c.points["psnr-clean"]),
+          "points": len(c.budgets), "images": min(c.images), "auc": c.auc, "clean": finite_mean(c.points["psnr-clean"]),
           "worst": min(c.points["psnr-out"]), "bppmax": max(c.points["bpp-increase"])} for c in curves],
-        [("label", "setting"), ("kind", "budget"), ("range", "range"), ("points", "budgets"),
+        [("label", "setting"), ("kind", "budget"), ("range", "range"), ("points", "budgets"), ("images", "images"),
          ("auc", "robust PSNR = AUC (dB)"), ("clean", "clean PSNR (dB)"), ("worst", "worst PSNR (dB)"),
          ("bppmax", "max bpp +")], left=3,
     )
     return (
         '<section id="curves"><h2>Robustness curves</h2>'
-        '<p class="note">Each point: mean over images of one budget. AUC = the area under the '
+        '<p class="note">Each point: mean over the images attacked at every budget of the curve. AUC = the area under the '
         "reconstruction-PSNR curve divided by the width of the budget range, i.e. the average reconstruction "
         "PSNR under attack over that range (higher is more robust; compare only over equal ranges).</p>"
         f"{table}<figure>{_img(figures.setdefault('curves.png', robustness_figure(curves)), 'robustness curves')}"
@@ -212,14 +212,16 @@ def _recompression_section(rows: list[Row], store: ResultStore, figures: dict[st
     ]
     # decoded images at the kept generations, for images that every setting saw
     common = sorted(set.intersection(*(set(s["images"]) for s in series)))
-    for name in common[:2]:
+    for name in common[:1]:
         strip_rows, original = {}, None
         for s in series:
             row = next(r for r in s["rows"] if r.config["image"]["name"] == name)
             art = store.artifacts(row.key)
             if "generation-000.png" in art:
                 original = original or art["generation-000.png"].data
-            label = s["label"].replace(" (bpp-matched to", "\n(matched to") + f"\n{row.result['codec']}"
+            label = s["label"].replace(" (bpp-matched to", "\n(matched to")
+            if row.result["codec"] not in label:
+                label += f"\n{row.result['codec']}"
             strip_rows[label] = {int(n[len("generation-"):-4]): a.data for n, a in art.items()
                                  if n != "generation-000.png"}
         if original is not None:
@@ -255,7 +257,7 @@ def _transfer_section(image_rows: list[Row], model_rows: list[Row], figures: dic
 
 
 # ----- the page ---------------------------------------------------------------------------------------
-def render_report(store: ResultStore, title: str = "robustnic report", max_panels: int = 12,
+def render_report(store: ResultStore, title: str = "robustnic report", max_panels: int = 8,
                   notes: Iterable[str] = (), figures: dict[str, bytes] | None = None) -> str:
     """The report page for every row of ``store``, as an HTML string.
 
@@ -293,7 +295,7 @@ def render_report(store: ResultStore, title: str = "robustnic report", max_panel
 
 
 def build_report(store: str | os.PathLike, out_dir: str | os.PathLike, title: str = "robustnic report",
-                 max_panels: int = 12, notes: Iterable[str] = (), save_figures: bool = True) -> Path:
+                 max_panels: int = 8, notes: Iterable[str] = (), save_figures: bool = True) -> Path:
     """Write ``OUT_DIR/report.html`` (self-contained) and ``results.csv``/``results.json``; return the page.
 
     With ``save_figures`` the plots and panels are also written as PNGs into ``OUT_DIR/figures``.

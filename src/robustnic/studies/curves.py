@@ -2,7 +2,7 @@
 
 A curve is one (model, defense, attack, objective, stand-in, steps, adaptive) setting swept over
 budgets of one kind (``psnr:30 … psnr:50`` or ``linf:1 … linf:16``); every point is the mean over
-the images of the reconstruction PSNR under attack (``psnr-out``, vs the source image), the bpp
+the same images (those attacked at every budget of the curve) of the reconstruction PSNR under attack (``psnr-out``, vs the source image), the bpp
 increase and Chen & Ma's ΔPSNR (VI), all measured on real bitstreams.
 
 **Robust PSNR (the curve's area, normalised).** :func:`curve_auc` integrates ``psnr-out`` over the
@@ -82,8 +82,17 @@ class RobustnessCurve:
                 "range": [min(self.budgets), max(self.budgets)]}
 
 
+def _image(row: Row) -> str:
+    image = row.config.get("image")
+    return image.get("sha256") or image.get("name") if isinstance(image, dict) else str(image)
+
+
 def robustness_curves(rows: Iterable[Row]) -> list[RobustnessCurve]:
-    """Group ``attack`` rows into curves (one per setting and budget kind), sorted by label."""
+    """Group ``attack`` rows into curves (one per setting and budget kind), sorted by label.
+
+    Every point of a curve averages the same images: those attacked at every budget of the curve
+    (a setting run at 40 dB on 6 images and at 30 and 50 dB on 2 gives a curve over those 2).
+    """
     groups: dict[tuple, dict[float, list[Row]]] = {}
     settings: dict[tuple, dict[str, Any]] = {}
     for row in rows:
@@ -96,6 +105,9 @@ def robustness_curves(rows: Iterable[Row]) -> list[RobustnessCurve]:
         groups.setdefault(gid, {}).setdefault(value, []).append(row)
     curves = []
     for gid, by_budget in groups.items():
+        # the same images at every budget, or the curve would mix images of unequal difficulty
+        common = set.intersection(*({_image(r) for r in rs} for rs in by_budget.values()))
+        by_budget = {b: [r for r in rs if _image(r) in common] for b, rs in by_budget.items()}
         budgets = sorted(by_budget)
         curve = RobustnessCurve(settings[gid], gid[0], budgets)
         for metric in CURVE_METRICS:

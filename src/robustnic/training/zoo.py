@@ -63,10 +63,10 @@ PLAN: list[PlannedModel] = [
                  "g_a/g_s initialised from hyperprior-small:q2"),
     PlannedModel("mean-small", 2, _cfg(architecture="mbt2018-mean", lmbda=0.0067, **_DERIVED | {"lr": 2e-4, "steps": 800}),
                  "g_a/g_s initialised from hyperprior-small:q2"),
-    PlannedModel("joint-small", 2, _cfg(architecture="mbt2018", lmbda=0.0067, **_DERIVED | {"lr": 2e-4, "steps": 800}),
+    PlannedModel("joint-small", 2, _cfg(architecture="mbt2018", lmbda=0.0067, **_DERIVED | {"lr": 2e-4, "steps": 400}),
                  "g_a/g_s initialised from hyperprior-small:q2"),
     PlannedModel("hyperprior-ssim", 2, _cfg(architecture="bmshj2018-hyperprior", metric="ms-ssim", lmbda=8.73,
-                                            batch_size=4, patch_size=192, **_DERIVED | {"steps": 600}),
+                                            batch_size=4, patch_size=192, **_DERIVED | {"steps": 300}),
                  "MS-SSIM loss, fine-tuned from hyperprior-small:q2"),
 ]
 

@@ -26,9 +26,11 @@ def run(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print("attack at psnr:40 (means over images, real bitstreams):")
-    for r in attack_headline(result.store, "psnr:40"):
-        defense = "" if r["defense"] in (None, "none") else f" +{r['defense']}"
-        print(f"  {r['model']}{defense:<12} {r['attack']:<6} clean {r['psnr-clean']:6.2f} dB -> attacked "
+    rows = attack_headline(result.store, "psnr:40")
+    labels = [r["model"] + ("" if r["defense"] in (None, "none") else f" +{r['defense']}") for r in rows]
+    width = max(map(len, labels), default=0)
+    for label, r in zip(labels, rows):
+        print(f"  {label:<{width}}  {r['attack']:<6} clean {r['psnr-clean']:6.2f} dB -> attacked "
               f"{r['psnr-out']:6.2f} dB  (ΔPSNR {r['delta-psnr']:+6.2f} dB, {r['n']} images)")
     s = result.summary
     print(f"{s.done} jobs run, {s.skipped} already done, {len(s.failed)} failed, in {result.seconds:.0f} s")

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("store", help="SQLite results store written by robustnic bench")
     p.add_argument("--out", "-o", default="report", help="output folder (default ./report)")
     p.add_argument("--title", default="robustnic report", help="page title")
-    p.add_argument("--max-panels", type=int, default=12, help="most attack image panels to show (default 12)")
+    p.add_argument("--max-panels", type=int, default=8, help="most attack image panels to show (default 8)")
     p.set_defaults(func=run)
 
 
