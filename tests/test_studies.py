@@ -103,7 +103,7 @@ def test_robustness_curves_group_settings_and_average_images():
 
 
 # ----- transfer -------------------------------------------------------------------------------------------
-def _paper(steps: int = 3):
+def _paper(steps: int = 2):
     return lambda codec: make_attack("paper", codec, budget="psnr:35", steps=steps, seed=0)
 
 

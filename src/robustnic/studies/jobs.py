@@ -34,7 +34,7 @@ from PIL import Image
 from robustnic.codecs.base import Codec
 from robustnic.codecs.checkpoint import file_sha256
 from robustnic.codecs.zoo import load_codec, read_manifest
-from robustnic.data.images import DEFAULT_MAX_PIXELS, image_paths, load_image, quantize_8bit, to_uint8
+from robustnic.data.images import DEFAULT_MAX_PIXELS, image_paths, load_image, to_uint8
 from robustnic.data.photos import center_crop, heldout_photo_paths
 from robustnic.errors import RobustnicError
 from robustnic.metrics import psnr
