@@ -59,14 +59,11 @@ VALID_FOLDER = ("gray16.png", "rgb48.png", "bilevel.png", "palette_transparent.p
 #: Where a command does not (yet) behave as above: reported to its owner; the tests are expected to
 #: fail until it is fixed (strict: a fixed command makes them fail, and its row must go).
 KNOWN_MISMATCHES = {
-    "curves": "bad images become failed jobs: exit 1, 'failed: ...' on stdout, store and report written",
-    "recompress": "bad images become failed jobs: exit 1, 'failed: ...' on stdout, store and report written",
-    "transfer": "bad images become failed jobs: exit 1, 'failed: ...' on stdout, store and report written",
     "finetune": "writes OUT/finetune.json before reading the images: left behind when they are refused",
 }
 #: Commands that attack a folder as one batch: images of different sizes are refused (one line).
 BATCH_COMMANDS = {"defend": "attacks the folder as one batch: 'images differ in size ... use --crop'"}
-NO_MAX_PIXELS = {"curves", "finetune", "recompress", "transfer"}
+NO_MAX_PIXELS = {"finetune"}
 #: Commands that legitimately refuse the corpus' small valid images (with the usual one line).
 REFUSES_VALID = {
     "train": "training needs images of at least --patch-size pixels a side",

@@ -19,14 +19,13 @@ class PaperAttack(Attack):
 
     Same threat model, objective and stand-in as the paper (by default: push g_s(g_a(x')) away
     from the clean reconstruction, MSE(x, x') <= τ, |δ| <= 16/255), with an optimiser that reaches
-    the reference's damage in a tenth of the steps (``benchmarks/RESULTS-attacks.md``):
+    the reference's objective in 50-100 steps instead of 1001 (``benchmarks/RESULTS-attacks.md``):
 
     1. from δ = 0, every step is a normalised gradient step (L2-normalised for MSE/PSNR/L2 balls,
        sign for L∞) of length ``alpha`` times the ball's radius, cosine-decayed to 0, followed by
        a projection onto the ball, the L∞ cap and [0, 1] - instead of the paper's alternation of
-       Adam steps on the objective and on the input MSE (Adam's per-value scaling stalls on the
-       ball's surface: with Adam's direction instead, 100 steps end 0.7-1 dB weaker on
-       ``hyperprior-small:q2``);
+       Adam steps on the objective and on the input MSE (in our trials, Adam's per-value
+       scaling, with or without the projection, stalled on the ball's surface and ended weaker);
     2. every ``check_every`` steps and at the end, the iterate is rounded to 8 bits and its gain
        is measured with real quantisation (what the decoder gives); the best per image is kept
        (and rounded into the budget by the base) - the stand-in (no quantisation) and the real

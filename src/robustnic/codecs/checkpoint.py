@@ -182,15 +182,14 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def half_precision_copy(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Float weights in fp16 for shipping; entropy-coder buffers (tables, scale table) stay exact.
+def half_precision_copy(state_dict: dict[str, torch.Tensor], parameters: set[str]) -> dict[str, torch.Tensor]:
+    """Learned parameters (names in ``parameters``) in fp16 for shipping; every buffer stays exact.
 
-    Round the model through this *before* ``update()`` so its coder tables match the fp16 weights.
+    Buffers must not be rounded: GDN's pedestal (2**-36) and the likelihood lower bound (1e-9)
+    underflow to zero in fp16. Round the parameters *before* ``update()`` so the coder tables
+    match the fp16 weights.
     """
-    return {
-        k: v.half() if v.is_floating_point() and not k.endswith(CODER_BUFFERS) else v
-        for k, v in state_dict.items()
-    }
+    return {k: v.half() if k in parameters and v.is_floating_point() else v for k, v in state_dict.items()}
 
 
 __all__ = [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 
 from robustnic.codecs.architectures import get_architecture, infer_architecture, widths_of
 from robustnic.codecs.checkpoint import file_sha256, half_precision_copy, read_state_dict, save_checkpoint
@@ -20,11 +22,14 @@ def export_model(checkpoint: str | Path, out_file: str | Path, half: bool = True
     N, M = widths_of(arch, state)
     net = get_architecture(arch).build(N, M)
     net.load_state_dict(state)
+    parameters = {name for name, _ in net.named_parameters()}
     if half:
-        net.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in net.state_dict().items()})
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(p.half().float())
     net.update(force=True)
     sd = net.state_dict()
-    save_checkpoint(half_precision_copy(sd) if half else sd, out_file)
+    save_checkpoint(half_precision_copy(sd, parameters) if half else sd, out_file)
     return {"architecture": arch, "N": N, "M": M, "sha256": file_sha256(out_file),
             "bytes": Path(out_file).stat().st_size}
 
