@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from defense_table import clean_rd  # noqa: E402
 
 from robustnic.codecs import load_codec  # noqa: E402
+from robustnic.codecs.checkpoint import read_checkpoint_file  # noqa: E402
 from robustnic.data.photos import bundled_photos, center_crop  # noqa: E402
 from robustnic.defenses import FinetuneConfig, FinetuneTrainer, attack_defense, finetune  # noqa: E402
 from robustnic.training import TrainConfig, Trainer  # noqa: E402
@@ -88,6 +89,10 @@ def compare(args) -> dict:
         result = finetune(cfg, out, progress=False)
         entries.append((f"fine-tuned, PGD-{k} inner attack", result["checkpoint"], result["elapsed"]))
         print(f"k={k}: {result['elapsed']:.0f} s of training ({time.perf_counter() - t0:.0f} s this call)", file=sys.stderr)
+    for text in args.extra or []:
+        name, _, path = text.partition("=")
+        ckpt = read_checkpoint_file(path)
+        entries.append((f"{name} ({int(ckpt['step'])} steps)", path, float(ckpt["elapsed"])))
     rows = []
     for name, spec, train_s in entries:
         codec = load_codec(spec)
@@ -125,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", default="runs/finetune")
+    p.add_argument("--extra", action="append", default=None, metavar="LABEL=CHECKPOINT",
+                   help="compare: also evaluate this fine-tuning checkpoint (training time from the checkpoint)")
     p.add_argument("--out", default=None, help="JSON output (default runs/defenses/finetune_cost_WHAT.json)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -2,11 +2,11 @@
 
 The usual pre-processing defenses of the adversarial-examples literature (Guo et al., "Countering
 Adversarial Images using Input Transformations", ICLR 2018; Xu et al., "Feature Squeezing", NDSS
-2018; Dziugaite et al. 2016 for JPEG), used against codec attacks by Chen & Ma (TCSVT 2023) only
-as a point of comparison. Each one is a :class:`Purifier`; :class:`PurifiedCodec` composes one
-with any codec. Purification is not free: it changes clean images too, and its clean
-rate-distortion cost (PSNR against the *original* image, bpp of the purified one) is what
-``robustnic.benchmarks`` reports next to its robustness.
+2018; Dziugaite et al. 2016 for JPEG), as baselines for the defenses of Chen & Ma (TCSVT 2023).
+Each one is a :class:`Purifier`; :class:`PurifiedCodec` composes one with any codec.
+Purification is not free: it changes clean images too, and its clean rate-distortion cost (PSNR
+of the decoded image against the *original* one, bpp of the purified one) is reported next to
+its robustness (``benchmarks/defense_table.py``).
 
 A non-differentiable step (JPEG, bit-depth rounding) passes gradients straight through (BPDA,
 Athalye et al., ICML 2018), so an attack that knows the purifier can still go through it.
