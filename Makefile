@@ -21,7 +21,7 @@ eval: install
 		$(foreach m,$(shell $(PY) -c "from robustnic.codecs import read_manifest; print(' '.join(read_manifest()))"),--model $(m))
 
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider
 
 # Training photos (Debian's mate-backgrounds nature photos); needs root.
 train-data:
