@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=["timing", "compare"])
     p.add_argument("--model", default="hyperprior-small:q2")
-    p.add_argument("--ks", type=int, nargs="+", default=[1, 3, 10], help="inner attack lengths")
+    p.add_argument("--ks", type=int, nargs="*", default=[1, 3, 10], help="inner attack lengths (none: only --extra)")
     p.add_argument("--steps", type=int, default=300, help="compare: fine-tuning steps per run")
     p.add_argument("--ramp-steps", type=int, default=100)
     p.add_argument("--budget", default="psnr:30")
