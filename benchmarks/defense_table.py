@@ -66,10 +66,23 @@ def clean_rd(codec, photos: dict[str, torch.Tensor]) -> dict:
     return {"bpp": float(np.mean(bpp)), "psnr": float(np.mean(quality)), "encode_s": float(np.mean(enc))}
 
 
+def attack_code() -> str:
+    """Fingerprint of the attack engine's source (entries measured with different code differ)."""
+    import hashlib
+
+    import robustnic.attacks
+
+    h = hashlib.sha256()
+    for path in sorted(Path(robustnic.attacks.__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def evaluate(label: str, spec: str, defense: str, args, full: dict, crops: torch.Tensor) -> dict:
     codec = make_defense(load_codec(spec), defense)
     t0 = time.perf_counter()
-    result = {"label": label, "spec": spec, "defense": defense, "name": codec.name, "clean": clean_rd(codec, full)}
+    result = {"label": label, "spec": spec, "defense": defense, "name": codec.name, "attack_code": attack_code(),
+              "clean": clean_rd(codec, full)}
     result["attacked"] = {}
     for db in args.budgets:
         budget = f"psnr:{db:g}"
@@ -174,17 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     if cache.get("args") != key_args:
         cache = {"args": key_args, "entries": {}}
     results = []
+    code = attack_code()
     for text in args.entry or DEFAULT_ENTRIES:
         label, spec, defense = parse_entry(text)
         key = f"{label}={spec}|{defense}"
-        if key not in cache["entries"]:
+        if cache["entries"].get(key, {}).get("attack_code") != code:  # missing, or measured with other code
             print(f"{key} ...", file=sys.stderr)
             cache["entries"][key] = evaluate(label, spec, defense, args, full, crops)
             atomic_write_text(out, json.dumps(cache, indent=1) + "\n")
         results.append(cache["entries"][key])
     print(f"Attack `{args.attack}`, {args.steps} steps, seed {args.seed}, against each entry itself (worst case "
           f"per image over its attack modes and the references {'/'.join(args.references)}); attacked PSNR on {len(full)} held-out photos, centre crops {args.crop}x{args.crop}; "
-          f"clean RD on the full photos. Real bitstreams throughout.\n")
+          f"clean RD on the full photos. Real bitstreams throughout. Attack engine source {code}.\n")
     print(markdown(results, args))
     check = goal_check(results, args)
     if check:

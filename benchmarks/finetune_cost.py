@@ -103,8 +103,8 @@ def compare(args) -> dict:
                      "psnr-clean": res.mean("psnr-clean"), "psnr-out": res.mean("psnr-out"),
                      "damage": res.mean("psnr-drop")})
         print(f"{name}: clean {rd}, attacked {res.mean('psnr-out'):.2f}", file=sys.stderr)
-    lines = [f"Model `{args.model}` fine-tuned {args.steps} steps against {args.budget} (ramp {args.ramp_steps}), "
-             f"batch {args.batch_size} x {args.patch_size}²; evaluated with `paper` x{args.eval_steps} at {args.budget} "
+    lines = [f"Model `{args.model}`; PGD-K rows: fine-tuned {args.steps} steps against {args.budget} (ramp "
+             f"{args.ramp_steps}), batch {args.batch_size} x {args.patch_size}², other rows as labelled; evaluated with `paper` x{args.eval_steps} at {args.budget} "
              f"(worst of the clean- and source-reference objectives per image) "
              f"on {len(full)} held-out centre crops {args.crop}² and clean RD on the full photos (real bitstreams).", "",
              "| model | training time | clean bpp | clean PSNR | attacked PSNR (crops) | damage |", "|---|---|---|---|---|---|"]

@@ -58,12 +58,10 @@ VALID_FOLDER = ("gray16.png", "rgb48.png", "bilevel.png", "palette_transparent.p
                 "animated.gif", "rgba_webp.webp")
 #: Where a command does not (yet) behave as above: reported to its owner; the tests are expected to
 #: fail until it is fixed (strict: a fixed command makes them fail, and its row must go).
-KNOWN_MISMATCHES = {
-    "finetune": "writes OUT/finetune.json before reading the images: left behind when they are refused",
-}
+KNOWN_MISMATCHES: dict[str, str] = {}
 #: Commands that attack a folder as one batch: images of different sizes are refused (one line).
 BATCH_COMMANDS = {"defend": "attacks the folder as one batch: 'images differ in size ... use --crop'"}
-NO_MAX_PIXELS = {"finetune"}
+NO_MAX_PIXELS: set[str] = set()
 #: Commands that legitimately refuse the corpus' small valid images (with the usual one line).
 REFUSES_VALID = {
     "train": "training needs images of at least --patch-size pixels a side",

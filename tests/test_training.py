@@ -100,3 +100,32 @@ def test_resume_refuses_a_different_architecture(train_folder, val_images, tmp_p
 
     with pytest.raises(RobustnicError, match="N=8|another --out"):
         Trainer(other, tmp_path / "run", progress=False, val_images=val_images)
+
+
+def test_export_with_a_finer_scale_table(tmp_path, photo):
+    from robustnic.codecs.architectures import get_architecture
+    from robustnic.codecs.checkpoint import save_checkpoint
+    from robustnic.codecs.learned import scale_levels_of
+    from robustnic.errors import BitstreamError
+
+    torch.manual_seed(0)
+    net = get_architecture("mbt2018-mean").build(8, 16)
+    save_checkpoint({"state_dict": net.state_dict()}, tmp_path / "ckpt.pth.tar")
+    export_model(tmp_path / "ckpt.pth.tar", tmp_path / "coarse.pt")
+    coarse = load_codec(str(tmp_path / "coarse.pt"))
+    info = export_model(tmp_path / "ckpt.pth.tar", tmp_path / "fine.pt", scale_levels=128)
+    fine = load_codec(str(tmp_path / "fine.pt"))
+    assert info["scale_levels"] == 128 and scale_levels_of(fine.net) == 128 and scale_levels_of(coarse.net) == 64
+    x = photo
+    # the table changes the code, never the decoded image; a stream from the other table is refused
+    assert torch.equal(fine.roundtrip(x).x_hat, coarse.roundtrip(x).x_hat)
+    with pytest.raises(BitstreamError):
+        fine.decompress(coarse.compress(x))
+
+
+@pytest.mark.parametrize("spec", ["mean-small:q2", "joint-small:q2"])
+def test_shipped_mean_scale_models_code_close_to_their_estimate(spec):
+    from robustnic.codecs.evaluate import evaluate_codec
+
+    ev = evaluate_codec(load_codec(spec), bundled_photos(["coffee"], crop=256), progress=False)["results"]
+    assert abs(ev["bpp"] / ev["bpp-estimated"] - 1) < 0.02, ev

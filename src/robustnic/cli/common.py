@@ -34,6 +34,30 @@ def add_seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
+def add_study_options(p: argparse.ArgumentParser, out: str) -> None:
+    """Options every single-study command shares: images, crop, output, store, workers, seed, device."""
+    p.add_argument("--images", "-i", action="append", default=None,
+                   help="image set: 'bundled', 'bundled:NAME', a folder or a file; repeatable (default bundled)")
+    p.add_argument("--crop", type=int, default=256, help="centre crop side in pixels (default 256; 0: whole images)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse images larger than this many pixels (default 36 million)")
+    p.add_argument("--out", "-o", default=out, help=f"output folder for the report and figures (default ./{out})")
+    p.add_argument("--store", default=None, help="results store (default OUT/results.sqlite); reruns resume")
+    p.add_argument("--workers", "-j", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_seed(p)
+    add_device(p)
+
+
+def study_kwargs(args: argparse.Namespace) -> dict:
+    return {"store": args.store, "workers": args.workers, "device": args.device, "progress": not args.no_progress,
+            "max_pixels": args.max_pixels}
+
+
+def images_and_crop(args: argparse.Namespace) -> dict:
+    return {"images": args.images or ["bundled"], "crop": args.crop or None, "seed": args.seed}
+
+
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str, ensure_ascii=False)
     sys.stdout.write("\n")

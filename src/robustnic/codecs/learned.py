@@ -8,6 +8,7 @@ from typing import Iterator
 
 import torch
 from compressai.entropy_models import EntropyModel
+from compressai.models.google import get_scale_table
 from compressai.models.base import CompressionModel
 
 from robustnic.codecs import container
@@ -58,6 +59,34 @@ def is_updated(net: CompressionModel) -> bool:
     return all(
         m._quantized_cdf.numel() > 0 for m in net.modules() if isinstance(m, EntropyModel)
     )
+
+
+#: CompressAI's default Gaussian scale table: 64 levels, log-spaced from 0.11 to 256.
+COMPRESSAI_SCALE_LEVELS = 64
+
+
+def update_coder_tables(net: CompressionModel, scale_levels: int | None = None) -> None:
+    """Rebuild the entropy coder tables (``update(force=True)``).
+
+    ``scale_levels`` (Gaussian-conditional models only) replaces CompressAI's 64-level scale table
+    by a finer one over the same range. The encoder codes every latent with the first table scale at
+    or above its predicted scale, so a coarse table overpays where the predicted scales are small:
+    mean-scale models (mbt2018-mean, mbt2018) lose ~4% of real bpp to it, 256 levels ~1%. The table
+    is a buffer of the model: it is saved with the weights and covered by the bitstream's model
+    fingerprint, so a stream coded with one table is refused by a model that has another.
+    """
+    if scale_levels is not None and hasattr(net, "gaussian_conditional"):
+        if scale_levels < 2:
+            raise ValueError(f"scale_levels must be at least 2, got {scale_levels}")
+        net.update(scale_table=get_scale_table(levels=scale_levels), force=True)
+    else:
+        net.update(force=True)
+
+
+def scale_levels_of(net: CompressionModel) -> int | None:
+    """Number of levels of the model's Gaussian scale table (None without a Gaussian conditional)."""
+    gc = getattr(net, "gaussian_conditional", None)
+    return int(gc.scale_table.numel()) if gc is not None else None
 
 
 class LearnedCodec(Codec):

@@ -98,6 +98,8 @@ class FinetuneConfig:
     val_attack_steps: int = 30
     checkpoint_every: int = 50
     threads: int | None = 1
+    #: Refuse training images larger than this many pixels (None: the image loader's limit).
+    max_pixels: int | None = None
 
     def validate(self) -> None:
         if self.attack not in ATTACKS or self.val_attack not in ATTACKS:
@@ -114,7 +116,7 @@ class FinetuneConfig:
     def settings(self) -> dict:
         """The settings a resumed run must share (all but bookkeeping)."""
         skip = {"steps", "val_every", "checkpoint_every", "threads", "val_photos", "val_crop",
-                "val_attack", "val_attack_steps"}
+                "val_attack", "val_attack_steps", "max_pixels"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
@@ -221,6 +223,7 @@ class FinetuneTrainer(Trainer):
             lr_drops=[tuple(d) for d in config.lr_drops], clip_max_norm=config.clip_max_norm, seed=config.seed,
             images=list(config.images), val_every=config.val_every, val_crop=config.val_crop,
             checkpoint_every=config.checkpoint_every, init_from=config.model, threads=config.threads,
+            max_pixels=config.max_pixels,
         )
         self.source = src
         if val_images is None:
@@ -228,10 +231,12 @@ class FinetuneTrainer(Trainer):
         self._check_settings(Path(out_dir), config)
         super().__init__(train_config, out_dir, perturb=AdversarialPerturb(config), device=device,
                          sampler=sampler, val_images=val_images, progress=progress)
+        self._write_settings(Path(out_dir), config)  # only once the images were read: nothing left behind on refusal
         self.val_batch = torch.cat(list(val_images.values()))
 
     @staticmethod
     def _check_settings(out_dir: Path, config: FinetuneConfig) -> None:
+        """Refuse to resume a run in ``out_dir`` that was started with other settings."""
         path = out_dir / SETTINGS_FILE
         settings = json.loads(json.dumps(config.settings()))
         if path.is_file():
@@ -241,8 +246,13 @@ class FinetuneTrainer(Trainer):
                 raise RobustnicError(
                     f"{out_dir} holds a fine-tuning run with other settings ({', '.join(diff)}): use another --out"
                 )
-        else:
-            atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+
+    @staticmethod
+    def _write_settings(out_dir: Path, config: FinetuneConfig) -> None:
+        path = out_dir / SETTINGS_FILE
+        if not path.is_file():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(config.settings(), indent=2) + "\n")
 
     def train_step(self) -> dict[str, float]:
         """One step; with ``target="source"`` the distortion is measured against the clean patches."""

@@ -51,6 +51,32 @@ def _bd(rows, curve) -> str:
     return f"{value:+.1f}%"
 
 
+def robust_section(manifest, fams: dict[str, list]) -> list[str]:
+    """The adversarially fine-tuned models against the models they started from (clean RD)."""
+    robust = [r for r in sorted(manifest.values(), key=lambda r: r.spec) if r.info.get("finetuned_from")]
+    if not robust:
+        return []
+    lines = ["", "## Robust models (adversarial fine-tuning)", "",
+             "Fine-tuned by `robustnic finetune` from the model in the second column (the commands are below). Their",
+             "robustness under attack, against the vanilla models, the self-ensemble and purification, is measured in",
+             "[benchmarks/RESULTS-defenses.md](../../../benchmarks/RESULTS-defenses.md); here, what it costs on clean images.",
+             "", "| model | fine-tuned from | bpp | PSNR (dB) | Δbpp | ΔPSNR |", "|---|---|---|---|---|---|"]
+    for row in robust:
+        src = manifest.get(row.info["finetuned_from"]["spec"])
+        rd, base = row.info["rd"], (src.info.get("rd") if src else None)
+        delta = (f"{100 * (rd['bpp'] / base['bpp'] - 1):+.1f}% | {rd['psnr-rgb'] - base['psnr-rgb']:+.2f} dB"
+                 if base else "n/a | n/a")
+        lines.append(f"| `{row.spec}` | `{row.info['finetuned_from']['spec']}` | {rd['bpp']:.3f} | "
+                     f"{rd['psnr-rgb']:.2f} | {delta} |")
+    for fam, rows in fams.items():
+        base = fams.get(fam.removesuffix("-robust"))
+        if fam.endswith("-robust") and base and len(rows) >= 2 and len(base) >= 2:
+            curve = [r.info["rd"] for r in base]
+            lines += ["", f"BD-rate of `{fam}` against `{fam.removesuffix('-robust')}` (clean, same photos): "
+                          f"{_bd(rows, curve)} (negative = fewer bits for the same PSNR)."]
+    return lines
+
+
 def write_card(weights_dir: Path = WEIGHTS_DIR) -> Path:
     manifest = read_manifest(weights_dir)
     fams = families(manifest)
@@ -86,8 +112,12 @@ def write_card(weights_dir: Path = WEIGHTS_DIR) -> Path:
         "",
         "![RD curves](rd.png)",
         "",
-        "| model | architecture | N/M | metric | λ | steps | CPU time | bpp | PSNR (dB) | MS-SSIM | est. bpp | real vs est. | size |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "*real vs est.*: real bpp against the bpp estimated from the likelihoods. *scale table*: levels of the",
+        "Gaussian scale table stored with the model; CompressAI's default 64 levels cost the mean-scale models",
+        "(mbt2018-mean, mbt2018) about 4% of real bpp, so they ship with 256 (`robustnic export --scale-levels 256`).",
+        "",
+        "| model | architecture | N/M | metric | λ | steps | CPU time | bpp | PSNR (dB) | MS-SSIM | est. bpp | real vs est. | scale table | size |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted(manifest.values(), key=lambda r: r.spec):
         i, rd = row.info, row.info.get("rd", {})
@@ -97,13 +127,15 @@ def write_card(weights_dir: Path = WEIGHTS_DIR) -> Path:
         lines.append(
             f"| `{row.spec}` | {row.architecture} | {row.N}/{row.M} | {row.metric} | {i['lambda']} | {i['steps']} | "
             f"{i['train_seconds'] / 60:.0f} min | {rd['bpp']:.3f} | {rd['psnr-rgb']:.2f} | {rd['ms-ssim-rgb']:.4f} | "
-            f"{rd['bpp-estimated']:.3f} | {gap:+.1f}% | {i['bytes'] / 1e6:.1f} MB |"
+            f"{rd['bpp-estimated']:.3f} | {gap:+.1f}% | {i.get('scale_levels') or (64 if row.architecture != 'bmshj2018-factorized' else '-')} | "
+            f"{i['bytes'] / 1e6:.1f} MB |"
         )
     lines += ["", "## BD-rate against the classical codecs (negative = fewer bits than the classical codec)", "",
               "| family | vs JPEG | vs WebP |", "|---|---|---|"]
     for fam, rows in fams.items():
         if rows[0].metric == "mse":
             lines.append(f"| {fam} | {_bd(rows, curves['jpeg'])} | {_bd(rows, curves['webp'])} |")
+    lines += robust_section(manifest, fams)
     lines += ["", "Classical reference points (mean over the held-out photos):", "",
               "| quality | JPEG bpp | JPEG PSNR | WebP bpp | WebP PSNR |", "|---|---|---|---|---|"]
     for j, w in zip(curves["jpeg"], curves["webp"]):

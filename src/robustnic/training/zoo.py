@@ -35,6 +35,9 @@ class PlannedModel:
     quality: int
     config: TrainConfig
     note: str = ""
+    #: Gaussian scale table levels of the exported file (None: CompressAI's 64); see
+    #: :func:`robustnic.codecs.learned.update_coder_tables`.
+    scale_levels: int | None = None
 
     @property
     def spec(self) -> str:
@@ -62,9 +65,9 @@ PLAN: list[PlannedModel] = [
     PlannedModel("factorized-small", 2, _cfg(architecture="bmshj2018-factorized", lmbda=0.0067, **_DERIVED | {"lr": 2e-4}),
                  "g_a/g_s initialised from hyperprior-small:q2"),
     PlannedModel("mean-small", 2, _cfg(architecture="mbt2018-mean", lmbda=0.0067, **_DERIVED | {"lr": 2e-4, "steps": 800}),
-                 "g_a/g_s initialised from hyperprior-small:q2"),
+                 "g_a/g_s initialised from hyperprior-small:q2; 256-level scale table", scale_levels=256),
     PlannedModel("joint-small", 2, _cfg(architecture="mbt2018", lmbda=0.0067, **_DERIVED | {"lr": 2e-4, "steps": 400}),
-                 "g_a/g_s initialised from hyperprior-small:q2"),
+                 "g_a/g_s initialised from hyperprior-small:q2; 256-level scale table", scale_levels=256),
     PlannedModel("hyperprior-ssim", 2, _cfg(architecture="bmshj2018-hyperprior", metric="ms-ssim", lmbda=8.73,
                                             batch_size=4, patch_size=192, **_DERIVED | {"steps": 300}),
                  "MS-SSIM loss, fine-tuned from hyperprior-small:q2"),
@@ -102,13 +105,13 @@ def build(planned: PlannedModel, weights_dir: Path = WEIGHTS_DIR) -> dict:
     trainer = Trainer(planned.config, planned.run_dir)
     result = trainer.fit()
     file_name = f"{planned.family}-q{planned.quality}.pt"
-    info = export_model(trainer.checkpoint_path, weights_dir / file_name)
+    info = export_model(trainer.checkpoint_path, weights_dir / file_name, scale_levels=planned.scale_levels)
     row = {
         "family": planned.family, "quality": planned.quality, "architecture": info["architecture"],
         "N": info["N"], "M": info["M"], "metric": planned.config.metric, "lambda": planned.config.lmbda,
         "file": file_name, "sha256": info["sha256"], "bytes": info["bytes"], "steps": result["step"],
         "train_seconds": round(result["elapsed"], 1), "note": planned.note,
-        "command": train_command(planned.config, planned.run_dir),
+        "command": train_command(planned.config, planned.run_dir), "scale_levels": info["scale_levels"],
         "config": json.loads(json.dumps(asdict(planned.config))),
     }
     with manifest_lock(weights_dir) as manifest:  # provisional row so the model can be loaded

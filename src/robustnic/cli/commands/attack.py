@@ -75,7 +75,7 @@ def _mask(spec: str | None, size: tuple[int, int]):
 def run(args: argparse.Namespace) -> int:
     from robustnic.attacks import ATTACKS, run_attacks, write_results
     from robustnic.codecs import load_codec
-    from robustnic.data.images import image_paths, load_image
+    from robustnic.data.images import load_image
     from robustnic.data.photos import center_crop, load_photo_set
     from robustnic.errors import ImageError
     from robustnic.utils.runtime import resolve_device
@@ -83,11 +83,7 @@ def run(args: argparse.Namespace) -> int:
     methods = list(ATTACKS) if args.method and "all" in args.method else (args.method or ["paper"])
     budgets = args.budget or ["psnr:40"]
     codec = load_codec(args.model, resolve_device(args.device))
-    if args.max_pixels is not None and args.images not in ("bundled", "heldout"):
-        images = {p.stem: load_image(p, max_pixels=args.max_pixels) for p in image_paths(args.images)}
-        images = {k: center_crop(v, args.crop) if args.crop is not None else v for k, v in images.items()}
-    else:
-        images = load_photo_set(args.images, crop=args.crop)
+    images = load_photo_set(args.images, crop=args.crop, max_pixels=args.max_pixels)
     target = None
     if args.target is not None:
         target = load_image(args.target)

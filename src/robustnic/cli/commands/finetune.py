@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default=d.target, choices=TARGETS,
                    help="distortion against the clean source (default) or the codec's input (paper)")
     p.add_argument("--images", action="append", default=None, help="training image folder (repeatable)")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse training images larger than this many pixels")
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--val-attack-steps", type=int, default=d.val_attack_steps)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         attack_reference=args.attack_reference,
         images=args.images or [], val_every=args.val_every, val_attack_steps=args.val_attack_steps,
         checkpoint_every=args.checkpoint_every, threads=args.threads, seed=args.seed,
+        max_pixels=args.max_pixels,
     )
     result = finetune(config, args.out, device=args.device, export_to=args.export, progress=not args.no_progress)
     print_json({"step": result["step"], "elapsed_s": round(result["elapsed"], 1), "checkpoint": result["checkpoint"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from robustnic.cli.common import add_device, add_seed, print_json
+from robustnic.cli.common import add_study_options, images_and_crop, print_json, study_kwargs
 from robustnic.report import run_study
 from robustnic.studies import ResultStore, latest_rows
 from robustnic.studies.presets import recompression_spec
@@ -14,30 +14,6 @@ from robustnic.studies.recompression import recompression_series
 
 def _ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v.strip()]
-
-
-def add_study_options(p: argparse.ArgumentParser, out: str) -> None:
-    """Options every single-study command shares: images, crop, output, store, workers, seed, device."""
-    p.add_argument("--images", "-i", action="append", default=None,
-                   help="image set: 'bundled', 'bundled:NAME', a folder or a file; repeatable (default bundled)")
-    p.add_argument("--crop", type=int, default=256, help="centre crop side in pixels (default 256; 0: whole images)")
-    p.add_argument("--max-pixels", type=int, default=None,
-                   help="refuse images larger than this many pixels (default 36 million)")
-    p.add_argument("--out", "-o", default=out, help=f"output folder for the report and figures (default ./{out})")
-    p.add_argument("--store", default=None, help="results store (default OUT/results.sqlite); reruns resume")
-    p.add_argument("--workers", "-j", type=int, default=1, help="parallel worker processes (default 1)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_seed(p)
-    add_device(p)
-
-
-def study_kwargs(args: argparse.Namespace) -> dict:
-    return {"store": args.store, "workers": args.workers, "device": args.device, "progress": not args.no_progress,
-            "max_pixels": args.max_pixels}
-
-
-def images_and_crop(args: argparse.Namespace) -> dict:
-    return {"images": args.images or ["bundled"], "crop": args.crop or None, "seed": args.seed}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--out", "-o", required=True)
     p.add_argument("--full-precision", action="store_true", help="keep fp32 weights (default fp16)")
+    p.add_argument("--scale-levels", type=int, default=None,
+                   help="Gaussian scale table levels (default CompressAI's 64; 256 cuts the real-vs-estimated "
+                        "bpp gap of mean-scale models from ~4%% to ~1%%)")
     p.set_defaults(func=run_export)
 
 
@@ -70,5 +73,5 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    print_json(export_model(args.checkpoint, args.out, half=not args.full_precision))
+    print_json(export_model(args.checkpoint, args.out, half=not args.full_precision, scale_levels=args.scale_levels))
     return 0

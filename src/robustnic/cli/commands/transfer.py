@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from robustnic.cli.commands.recompress import add_study_options, images_and_crop, study_kwargs
-from robustnic.cli.common import print_json
+from robustnic.cli.common import add_study_options, images_and_crop, print_json, study_kwargs
 from robustnic.report import run_study
 from robustnic.studies import ResultStore, TransferMatrix, latest_rows
 from robustnic.studies.presets import transfer_spec
