@@ -39,6 +39,17 @@ def test_decompress_finds_classical_codecs_from_the_header(tmp_path, photo):
     assert load_image(tmp_path / "out.png").shape == photo.shape
 
 
+def test_decompress_max_pixels_refuses_large_declared_images(tmp_path, photo, capsys):
+    save_image(photo, tmp_path / "in.png")
+    assert main(["compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.rnic"), "-m", "jpeg:q50"]) == 0
+    args = ["decompress", str(tmp_path / "x.rnic"), "-o", str(tmp_path / "out.png")]
+    assert main(args + ["--max-pixels", str(64 * 96 - 1)]) == 2
+    assert not (tmp_path / "out.png").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error:" in err[0], err
+    assert main(args + ["--max-pixels", str(64 * 96)]) == 0
+
+
 def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     assert main(["compress", str(tmp_path / "bad.png"), "-o", str(tmp_path / "x.rnic"), "-m", "jpeg:q50"]) == 2

@@ -74,6 +74,15 @@ def robust_models(manifest: dict | None = None) -> list[str]:
     return sorted(found)
 
 
+def robust_counterparts(vanilla: str, manifest: dict | None = None) -> list[str]:
+    """The shipped robust models fine-tuned from ``vanilla`` (manifest ``finetuned_from``); when none
+    is, every robust model."""
+    manifest = read_manifest() if manifest is None else manifest
+    robust = robust_models(manifest)
+    mine = [s for s in robust if (manifest[s].info.get("finetuned_from") or {}).get("spec") == vanilla]
+    return mine or robust
+
+
 def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str] | None = None) -> tuple[dict, list[str]]:
     """The demo grid and the notes to print with it.
 
@@ -97,7 +106,7 @@ def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str]
 
             raise CodecLoadError("no shipped model yet (weights/manifest.json is empty): run with --quick, or "
                                  "name a model with --model")
-        robust = robust_models(manifest) if robust is None else robust
+        robust = robust_counterparts(vanilla, manifest) if robust is None else robust
         if not robust:
             notes.append("no fine-tuned (robust) model is shipped yet: its rows are skipped")
         crop, steps, gens, budgets = 256, 40, 15, ["psnr:30", "psnr:35", "psnr:40", "psnr:45"]

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, help="output image (PNG recommended)")
     p.add_argument("--model", "-m", default=None,
                    help="codec spec (default: found from the bitstream header among shipped models)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help=f"refuse bitstreams declaring a larger image (default {DEFAULT_MAX_PIXELS:,})")
     add_device(p)
     p.set_defaults(func=run_decompress)
 
@@ -46,7 +48,7 @@ def run_decompress(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise BitstreamError(f"{args.bitstream}: cannot read ({exc.strerror or exc})") from None
     codec = load_codec(args.model, device=args.device) if args.model else codec_for_bitstream(data, args.device)
-    x_hat = codec.decompress(data)
+    x_hat = codec.decompress(data, max_pixels=args.max_pixels)
     save_image(x_hat, args.out)
     print(f"{args.bitstream} -> {args.out}: {x_hat.shape[-1]}x{x_hat.shape[-2]} ({codec.name})")
     return 0

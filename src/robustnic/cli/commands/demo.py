@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", "-j", type=int, default=2, help="parallel worker processes (default 2)")
     p.add_argument("--model", default=None, help="the vanilla model (default: hyperprior-small:q2)")
     p.add_argument("--robust", action="append", default=None,
-                   help="fine-tuned model(s) to compare (default: every robust model in the manifest); repeatable")
+                   help="fine-tuned model(s) to compare (default: the shipped robust model fine-tuned from --model); repeatable")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
