@@ -57,7 +57,8 @@ def robust_section(manifest, fams: dict[str, list]) -> list[str]:
     if not robust:
         return []
     lines = ["", "## Robust models (adversarial fine-tuning)", "",
-             "Fine-tuned by `robustnic finetune` from the model in the second column (the commands are below). Their",
+             "Fine-tuned by `robustnic finetune` from the model in the second column (the commands are below), then",
+             "exported and recorded by `python -m robustnic.training.robust`. Their",
              "robustness under attack, against the vanilla models, the self-ensemble and purification, is measured in",
              "[benchmarks/RESULTS-defenses.md](../../../benchmarks/RESULTS-defenses.md); here, what it costs on clean images.",
              "", "| model | fine-tuned from | bpp | PSNR (dB) | Δbpp | ΔPSNR |", "|---|---|---|---|---|---|"]

@@ -1,0 +1,85 @@
+"""Record the shipped robust models: ``python -m robustnic.training.robust``.
+
+Each robust model is made by ``robustnic finetune`` from a shipped model (the command is in its
+manifest row); this module exports the finished run's checkpoint into ``weights/robust/``, evaluates
+it on the held-out photos from real bitstreams and writes its manifest row (atomic, locked), so the
+model card (``python -m robustnic.training.card``) and ``load_codec("hyperprior-small-robust:q2")``
+see it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from pathlib import Path
+
+from robustnic.codecs.checkpoint import read_checkpoint_file
+from robustnic.codecs.evaluate import evaluate_codec
+from robustnic.codecs.zoo import WEIGHTS_DIR, load_shipped, read_manifest
+from robustnic.data.photos import bundled_photos
+from robustnic.training.export import export_model
+from robustnic.training.zoo import manifest_lock
+
+#: (family, quality, the shipped model it was fine-tuned from, its ``robustnic finetune --out`` folder)
+ROBUST_PLAN = [
+    ("hyperprior-small-robust", 1, "hyperprior-small:q1", "runs/finetune/hyperprior-small-q1"),
+    ("hyperprior-small-robust", 2, "hyperprior-small:q2", "runs/finetune/hyperprior-small-q2-v2"),
+    ("hyperprior-small-robust", 3, "hyperprior-small:q3", "runs/finetune/hyperprior-small-q3"),
+    ("factorized-small-robust", 2, "factorized-small:q2", "runs/finetune/factorized-small-q2"),
+]
+#: FinetuneConfig field -> ``robustnic finetune`` option, to write each row's command line.
+FLAGS = {"batch_size": "--batch-size", "patch_size": "--patch-size", "lr": "--lr", "attack": "--attack",
+         "attack_steps": "--attack-steps", "budget": "--budget", "ramp_steps": "--ramp-steps",
+         "adv_fraction": "--adv-fraction", "standin": "--standin", "attack_reference": "--attack-reference",
+         "target": "--target", "seed": "--seed"}
+
+
+def record(family: str, quality: int, source: str, run: str | Path, weights_dir: Path = WEIGHTS_DIR) -> dict:
+    """Export ``run``'s checkpoint as ``family:q{quality}``, evaluate it and write its manifest row."""
+    run = Path(run)
+    settings = json.loads((run / "finetune.json").read_text())
+    ckpt = read_checkpoint_file(run / "last.pth.tar")
+    src = read_manifest(weights_dir)[source]
+    file = f"robust/{family}-q{quality}.pt"
+    (weights_dir / "robust").mkdir(parents=True, exist_ok=True)
+    info = export_model(run / "last.pth.tar", weights_dir / file)
+    parts = ["robustnic", "finetune", "--model", source, "--out", str(run), "--steps", str(ckpt["step"])]
+    for key, flag in FLAGS.items():
+        parts += [flag, str(settings[key])]
+    parts += ["--threads", "1", "--export", f"src/robustnic/weights/{file}"]
+    row = {
+        "family": family, "quality": quality, "architecture": info["architecture"], "N": info["N"], "M": info["M"],
+        "metric": src.metric, "lambda": src.info.get("lambda"), "file": file, "sha256": info["sha256"],
+        "bytes": info["bytes"], "steps": int(ckpt["step"]), "train_seconds": round(float(ckpt["elapsed"]), 1),
+        "note": f"adversarially fine-tuned from {source} (robustnic finetune; Chen & Ma, TCSVT 2023)",
+        "finetuned_from": {"spec": source, "sha256": src.sha256}, "command": shlex.join(parts),
+        "config": settings | {"steps": int(ckpt["step"])}, "scale_levels": info["scale_levels"],
+    }
+    key = (family, quality)
+    with manifest_lock(weights_dir) as manifest:  # provisional row so the model can be loaded
+        manifest["models"] = [r for r in manifest["models"] if (r["family"], r["quality"]) != key] + [row]
+    codec = load_shipped(f"{family}:q{quality}", weights_dir=weights_dir)
+    t0 = time.perf_counter()
+    row["fingerprint"] = codec.fingerprint
+    row["rd"] = evaluate_codec(codec, bundled_photos(), progress=False)["results"]
+    row["rd"]["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    with manifest_lock(weights_dir) as manifest:
+        manifest["models"] = [r for r in manifest["models"] if (r["family"], r["quality"]) != key] + [row]
+    return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", action="append", help="record only these specs (family:qK)")
+    args = p.parse_args(argv)
+    for family, quality, source, run in ROBUST_PLAN:
+        if args.only and f"{family}:q{quality}" not in args.only:
+            continue
+        row = record(family, quality, source, run)
+        print(json.dumps({"spec": f"{family}:q{quality}", "rd": row["rd"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
