@@ -111,7 +111,8 @@ def test_export_with_a_finer_scale_table(tmp_path, photo):
     torch.manual_seed(0)
     net = get_architecture("mbt2018-mean").build(8, 16)
     save_checkpoint({"state_dict": net.state_dict()}, tmp_path / "ckpt.pth.tar")
-    export_model(tmp_path / "ckpt.pth.tar", tmp_path / "coarse.pt")
+    first = export_model(tmp_path / "ckpt.pth.tar", tmp_path / "coarse.pt")
+    assert export_model(tmp_path / "ckpt.pth.tar", tmp_path / "again.pt")["sha256"] == first["sha256"]  # reproducible
     coarse = load_codec(str(tmp_path / "coarse.pt"))
     info = export_model(tmp_path / "ckpt.pth.tar", tmp_path / "fine.pt", scale_levels=128)
     fine = load_codec(str(tmp_path / "fine.pt"))

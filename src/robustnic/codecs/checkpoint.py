@@ -7,6 +7,7 @@ a checkpoint that carries pickled code or objects is refused, never executed.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import struct
@@ -19,7 +20,7 @@ import torch
 from compressai.zoo.pretrained import load_pretrained
 
 from robustnic.errors import CheckpointError
-from robustnic.utils.io import atomic_path
+from robustnic.utils.io import atomic_write_bytes
 
 #: Entropy-coder buffers whose shapes depend on ``update()``, not on the architecture.
 CODER_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
@@ -156,9 +157,15 @@ def load_into(net: torch.nn.Module, state_dict: dict[str, torch.Tensor], source:
 
 
 def save_checkpoint(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` atomically (a killed process never leaves a half-written checkpoint)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` atomically (a killed process never leaves a half-written checkpoint).
+
+    Serialised in memory first: ``torch.save`` to a file names the archive's root folder after the
+    file, so saving through a temporary name would make equal weights give different bytes (and
+    sha256s) on every export.
+    """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def state_dict_fingerprint(state_dict: dict[str, torch.Tensor]) -> bytes:
