@@ -12,15 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import time
 from pathlib import Path
 
 from robustnic.codecs.checkpoint import read_checkpoint_file
-from robustnic.codecs.evaluate import evaluate_codec
-from robustnic.codecs.zoo import WEIGHTS_DIR, load_shipped, read_manifest
-from robustnic.data.photos import bundled_photos
+from robustnic.codecs.zoo import WEIGHTS_DIR, read_manifest
 from robustnic.training.export import export_model
-from robustnic.training.zoo import manifest_lock
+from robustnic.training.zoo import record_row
 
 #: (family, quality, the shipped model it was fine-tuned from, its ``robustnic finetune --out`` folder)
 ROBUST_PLAN = [
@@ -57,17 +54,7 @@ def record(family: str, quality: int, source: str, run: str | Path, weights_dir:
         "finetuned_from": {"spec": source, "sha256": src.sha256}, "command": shlex.join(parts),
         "config": settings | {"steps": int(ckpt["step"])}, "scale_levels": info["scale_levels"],
     }
-    key = (family, quality)
-    with manifest_lock(weights_dir) as manifest:  # provisional row so the model can be loaded
-        manifest["models"] = [r for r in manifest["models"] if (r["family"], r["quality"]) != key] + [row]
-    codec = load_shipped(f"{family}:q{quality}", weights_dir=weights_dir)
-    t0 = time.perf_counter()
-    row["fingerprint"] = codec.fingerprint
-    row["rd"] = evaluate_codec(codec, bundled_photos(), progress=False)["results"]
-    row["rd"]["eval_seconds"] = round(time.perf_counter() - t0, 1)
-    with manifest_lock(weights_dir) as manifest:
-        manifest["models"] = [r for r in manifest["models"] if (r["family"], r["quality"]) != key] + [row]
-    return row
+    return record_row(row, weights_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

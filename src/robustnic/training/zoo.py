@@ -114,17 +114,26 @@ def build(planned: PlannedModel, weights_dir: Path = WEIGHTS_DIR) -> dict:
         "command": train_command(planned.config, planned.run_dir), "scale_levels": info["scale_levels"],
         "config": json.loads(json.dumps(asdict(planned.config))),
     }
+    return record_row(row, weights_dir)
+
+
+def record_row(row: dict, weights_dir: Path = WEIGHTS_DIR) -> dict:
+    """Write ``row`` (an exported model's manifest row) into the manifest, then add its fingerprint and
+    its RD on the held-out photos (real bitstreams) and write it again; returns the finished row."""
+    key = (row["family"], row["quality"])
+
+    def replace(manifest: dict, new: dict) -> None:
+        manifest["models"] = [r for r in manifest["models"] if (r["family"], r["quality"]) != key] + [new]
+
     with manifest_lock(weights_dir) as manifest:  # provisional row so the model can be loaded
-        manifest["models"] = [r for r in manifest["models"] if (r["family"], r["quality"]) != (planned.family, planned.quality)]
-        manifest["models"].append(row | {"fingerprint": ""})
-    codec = load_shipped(planned.spec, weights_dir=weights_dir)
+        replace(manifest, row | {"fingerprint": ""})
+    codec = load_shipped(f"{row['family']}:q{row['quality']}", weights_dir=weights_dir)
     row["fingerprint"] = codec.fingerprint
     t0 = time.perf_counter()
     row["rd"] = evaluate_codec(codec, bundled_photos(), progress=False)["results"]
     row["rd"]["eval_seconds"] = round(time.perf_counter() - t0, 1)
     with manifest_lock(weights_dir) as manifest:
-        manifest["models"] = [r for r in manifest["models"] if (r["family"], r["quality"]) != (planned.family, planned.quality)]
-        manifest["models"].append(row)
+        replace(manifest, row)
     return row
 
 
