@@ -27,6 +27,7 @@ from robustnic.utils.io import atomic_write_text
 
 RUNS = Path("runs/zoo")
 BASE = str(RUNS / "hyperprior-small-q2" / Trainer.CHECKPOINT)
+LONG = str(RUNS / "hyperprior-long-q2" / Trainer.CHECKPOINT)
 
 
 @dataclass
@@ -68,6 +69,18 @@ PLAN: list[PlannedModel] = [
                  "g_a/g_s initialised from hyperprior-small:q2; 256-level scale table", scale_levels=256),
     PlannedModel("joint-small", 2, _cfg(architecture="mbt2018", lmbda=0.0067, **_DERIVED | {"lr": 2e-4, "steps": 400}),
                  "g_a/g_s initialised from hyperprior-small:q2; 256-level scale table", scale_levels=256),
+    # Longer-trained hyperprior: hyperprior-small:q2's run continued from step 6000 to 11000 (copy
+    # runs/zoo/hyperprior-small-q2/last.pth.tar into runs/zoo/hyperprior-long-q2/ first: the build resumes
+    # it, optimizer state included), then q1/q3 derived from it as above.
+    PlannedModel("hyperprior-long", 2, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0067, steps=11000, lr=1e-4,
+                                            lr_drops=[(0.9, 0.3)]),
+                 "hyperprior-small:q2's run continued from step 6000 to 11000 at lr 1e-4"),
+    PlannedModel("hyperprior-long", 1, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0035,
+                                            **_DERIVED | {"init_from": LONG}),
+                 "fine-tuned from hyperprior-long:q2 at a lower lambda"),
+    PlannedModel("hyperprior-long", 3, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.013,
+                                            **_DERIVED | {"steps": 800, "init_from": LONG}),
+                 "fine-tuned from hyperprior-long:q2 at a higher lambda"),
     PlannedModel("hyperprior-ssim", 2, _cfg(architecture="bmshj2018-hyperprior", metric="ms-ssim", lmbda=8.73,
                                             batch_size=4, patch_size=192, **_DERIVED | {"steps": 300}),
                  "MS-SSIM loss, fine-tuned from hyperprior-small:q2"),
