@@ -74,7 +74,7 @@ PLAN: list[PlannedModel] = [
     # it, optimizer state included), then q1/q3 derived from it as above.
     PlannedModel("hyperprior-long", 2, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0067, steps=11000, lr=1e-4,
                                             lr_drops=[(0.9, 0.3)]),
-                 "hyperprior-small:q2's run continued from step 6000 to 11000 at lr 1e-4"),
+                 "hyperprior-small:q2's run continued from step 6000 to 11000 at lr 1e-4 (first copy runs/zoo/hyperprior-small-q2/last.pth.tar into runs/zoo/hyperprior-long-q2/; the command below resumes it)"),
     PlannedModel("hyperprior-long", 1, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0035,
                                             **_DERIVED | {"init_from": LONG}),
                  "fine-tuned from hyperprior-long:q2 at a lower lambda"),
