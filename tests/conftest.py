@@ -33,6 +33,16 @@ def tiny_codec(arch: str = "bmshj2018-hyperprior", seed: int = 0):
     return load_codec(f"{arch}:{TINY}")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one thread is faster than two fighting over a shared machine (use per module:
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny():
     return tiny_codec()

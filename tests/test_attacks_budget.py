@@ -12,13 +12,7 @@ from robustnic.data import load_image, save_image
 from robustnic.errors import BudgetError
 from robustnic.metrics import psnr
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster than two fighting over a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 BUDGETS = [PSNR(40), PSNR(30), MSE(3e-4), Linf(3), Linf(2.5), L2(0.6)]

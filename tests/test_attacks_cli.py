@@ -15,12 +15,7 @@ from robustnic.data import bundled_photos, load_image, save_image
 TINY = "bmshj2018-hyperprior:N=8:M=16:random"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
