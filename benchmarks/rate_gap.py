@@ -60,7 +60,7 @@ def gap_row(label: str, codec, photos) -> str:
     arch = codec.arch.name if codec.arch else "?"
     levels = scale_levels_of(codec.net) or "-"
     path = "-"
-    if isinstance(codec, LearnedCodec) and hasattr(codec.net, "context_prediction"):
+    if isinstance(codec, LearnedCodec):
         bits = [decoding_path_bits(codec.net, x) for x in photos.values()]
         if all(b is not None for b in bits):
             # mean bpp over images, as evaluate_codec averages

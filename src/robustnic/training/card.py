@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from robustnic.codecs.classical import ClassicalCodec  # noqa: E402
 from robustnic.codecs.evaluate import evaluate_codec  # noqa: E402
+from robustnic.codecs.learned import COMPRESSAI_SCALE_LEVELS  # noqa: E402
 from robustnic.codecs.zoo import WEIGHTS_DIR, read_manifest  # noqa: E402
 from robustnic.data.photos import HELDOUT_PHOTOS, bundled_photos  # noqa: E402
 from robustnic.metrics.bd import bd_psnr, bd_rate  # noqa: E402
@@ -131,7 +132,7 @@ def write_card(weights_dir: Path = WEIGHTS_DIR) -> Path:
         lines.append(
             f"| `{row.spec}` | {row.architecture} | {row.N}/{row.M} | {row.metric} | {i['lambda']} | {i['steps']} | "
             f"{i['train_seconds'] / 60:.0f} min | {rd['bpp']:.3f} | {rd['psnr-rgb']:.2f} | {rd['ms-ssim-rgb']:.4f} | "
-            f"{rd['bpp-estimated']:.3f} | {gap:+.1f}% | {i.get('scale_levels') or (64 if row.architecture != 'bmshj2018-factorized' else '-')} | "
+            f"{rd['bpp-estimated']:.3f} | {gap:+.1f}% | {i.get('scale_levels') or (COMPRESSAI_SCALE_LEVELS if row.architecture != 'bmshj2018-factorized' else '-')} | "
             f"{i['bytes'] / 1e6:.1f} MB |"
         )
     lines += ["", "## BD-rate against the classical codecs (negative = fewer bits than the classical codec)", "",

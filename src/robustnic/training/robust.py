@@ -26,11 +26,9 @@ ROBUST_PLAN = [
     ("hyperprior-small-robust", 3, "hyperprior-small:q3", "runs/finetune/hyperprior-small-q3"),
     ("factorized-small-robust", 2, "factorized-small:q2", "runs/finetune/factorized-small-q2"),
 ]
-#: FinetuneConfig field -> ``robustnic finetune`` option, to write each row's command line.
-FLAGS = {"batch_size": "--batch-size", "patch_size": "--patch-size", "lr": "--lr", "attack": "--attack",
-         "attack_steps": "--attack-steps", "budget": "--budget", "ramp_steps": "--ramp-steps",
-         "adv_fraction": "--adv-fraction", "standin": "--standin", "attack_reference": "--attack-reference",
-         "target": "--target", "seed": "--seed"}
+#: FinetuneConfig fields written into each row's command line (option = ``--`` + field with dashes).
+COMMAND_FIELDS = ("batch_size", "patch_size", "lr", "attack", "attack_steps", "budget", "ramp_steps", "adv_fraction",
+                  "standin", "attack_reference", "target", "seed")
 
 
 def record(family: str, quality: int, source: str, run: str | Path, weights_dir: Path = WEIGHTS_DIR) -> dict:
@@ -43,8 +41,8 @@ def record(family: str, quality: int, source: str, run: str | Path, weights_dir:
     (weights_dir / "robust").mkdir(parents=True, exist_ok=True)
     info = export_model(run / "last.pth.tar", weights_dir / file)
     parts = ["robustnic", "finetune", "--model", source, "--out", str(run), "--steps", str(ckpt["step"])]
-    for key, flag in FLAGS.items():
-        parts += [flag, str(settings[key])]
+    for key in COMMAND_FIELDS:
+        parts += ["--" + key.replace("_", "-"), str(settings[key])]
     parts += ["--threads", "1", "--export", f"src/robustnic/weights/{file}"]
     row = {
         "family": family, "quality": quality, "architecture": info["architecture"], "N": info["N"], "M": info["M"],
