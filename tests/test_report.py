@@ -136,3 +136,11 @@ def test_rows_of_newer_code_supersede_older_ones_in_the_report(tmp_path):
             s.put(r)
     page = build_report(tmp_path / "s.sqlite", tmp_path / "out").read_text()
     assert "22.22" in page and "11.11" not in page
+
+
+def test_strip_label_names_the_codec_once():
+    from robustnic.report.html import strip_label
+
+    assert strip_label("hyperprior-small:q2 +ensemble", "hyperprior-small:q2+ensemble") == "hyperprior-small:q2 +ensemble"
+    assert strip_label("jpeg (bpp-matched to hyperprior-small:q2)", "jpeg:q31") == (
+        "jpeg\n(matched to hyperprior-small:q2)\njpeg:q31")

@@ -219,10 +219,7 @@ def _recompression_section(rows: list[Row], store: ResultStore, figures: dict[st
             art = store.artifacts(row.key)
             if "generation-000.png" in art:
                 original = original or art["generation-000.png"].data
-            label = s["label"].replace(" (bpp-matched to", "\n(matched to")
-            if row.result["codec"] not in label:
-                label += f"\n{row.result['codec']}"
-            strip_rows[label] = {int(n[len("generation-"):-4]): a.data for n, a in art.items()
+            strip_rows[strip_label(s["label"], row.result["codec"])] = {int(n[len("generation-"):-4]): a.data for n, a in art.items()
                                  if n != "generation-000.png"}
         if original is not None:
             figures[f"recompression-{name}.png"] = png = generation_strip(strip_rows, original, crop=128)
@@ -230,6 +227,15 @@ def _recompression_section(rows: list[Row], store: ResultStore, figures: dict[st
                        "128×128 pixels at the kept generations.</figcaption></figure>")
     out.append("</section>")
     return "".join(out)
+
+
+def strip_label(series_label: str, codec: str) -> str:
+    """A recompression series' label for the image strip: the codec spec is added on its own line
+    only when the label does not already name it (labels write ``model +defense``, specs ``model+defense``)."""
+    label = series_label.replace(" (bpp-matched to", "\n(matched to")
+    if codec not in series_label.replace(" +", "+"):
+        label += f"\n{codec}"
+    return label
 
 
 def _transfer_section(image_rows: list[Row], model_rows: list[Row], figures: dict[str, bytes]) -> str:
