@@ -2,9 +2,8 @@
 
 The defenses table measures damage = clean PSNR - PSNR of the decoded adversarial image, both against
 the source. This script applies the simplest perturbation that fits a PSNR budget, a uniform brightness
-shift (a constant offset of k or k+1 levels on all channels, the rows of the image's lower part getting
-k+1 so that the input MSE meets the budget on the 8-bit image; upwards or downwards, whichever clips
-less), and measures the same damage through each entry's real bitstreams, on the same crops.
+shift (``robustnic.attacks.ShiftAttack``: an offset of k or k+1 levels on every value, so that the
+8-bit input MSE meets the budget; upwards or downwards, whichever clips less), and measures the same damage through each entry's real bitstreams, on the same crops.
 
 A codec that keeps clean images intact has to reproduce a brighter image brighter, so a shift costs
 it about its pass-through damage, and no defense that preserves clean rate-distortion can push an
@@ -16,29 +15,16 @@ attacker's damage below what this perturbation, one an attacker can always choos
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 import torch
 
 from defense_table import DEFAULT_ENTRIES, parse_entry
+from robustnic.attacks import PSNR, ShiftAttack
 from robustnic.codecs import load_codec
 from robustnic.data.photos import bundled_photos, center_crop
 from robustnic.defenses import make_defense
 from robustnic.metrics import psnr
-
-
-def brightness_shift(x: torch.Tensor, db: float) -> torch.Tensor:
-    """``x`` (1x3xHxW, 8-bit values in [0, 1]) shifted by whole levels to input PSNR ``db`` (or just above)."""
-    target = 255.0**2 * 10 ** (-db / 10)  # mean squared offset in levels²
-    k = math.floor(math.sqrt(target))
-    frac = (target - k * k) / ((k + 1) ** 2 - k * k)  # share of the image getting k+1 levels
-    h = x.shape[-2]
-    offset = torch.full((1, 1, h, 1), float(k))
-    offset[..., h - math.floor(frac * h):, :] = k + 1
-    up, down = (x + offset / 255).clamp(0, 1), (x - offset / 255).clamp(0, 1)
-    # the direction that clips less keeps the most of the budget
-    return up if ((up - x) ** 2).mean() >= ((down - x) ** 2).mean() else down
 
 
 def damage_row(label: str, spec: str, defense: str, crops: list[torch.Tensor], budgets: list[float]) -> str:
@@ -46,7 +32,8 @@ def damage_row(label: str, spec: str, defense: str, crops: list[torch.Tensor], b
     clean = [psnr(x, codec.roundtrip(x).x_hat) for x in crops]
     cells = [label, f"`{codec.name}`", f"{sum(clean) / len(clean):.2f}"]
     for db in budgets:
-        shifted = [brightness_shift(x, db) for x in crops]
+        shift = ShiftAttack(codec, budget=PSNR(db))
+        shifted = [shift(x) for x in crops]
         p_in = [psnr(x, s) for x, s in zip(crops, shifted)]
         out = [psnr(x, codec.roundtrip(s).x_hat) for x, s in zip(crops, shifted)]
         drop = sum(c - o for c, o in zip(clean, out)) / len(crops)

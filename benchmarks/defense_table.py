@@ -43,7 +43,7 @@ DEFAULT_ENTRIES = (
     + [f"{p} q2={BASE}|{p}" for p in DEFAULT_PURIFIERS]
     + [f"robust q{q}=hyperprior-small-robust:q{q}" for q in (1, 2, 3)]
     + ["vanilla factorized=factorized-small:q2", "robust factorized=factorized-small-robust:q2"]
-    + ["robust+jpeg:q90 q2=hyperprior-small-robust:q2|jpeg:q90"]
+    + ["robust+jpeg:q90 q2=hyperprior-small-robust:q2|jpeg:q90", "robust+ensemble q2=hyperprior-small-robust:q2|ensemble"]
 )
 
 

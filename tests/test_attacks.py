@@ -356,3 +356,20 @@ def test_paper_attack_leaves_a_flat_start(crops):
     rows = verify_attack(jpeg, x, x_adv)
     assert all(35 <= r["psnr-in"] < 45 for r in rows)
     assert all(r["psnr-out"] < r["psnr-clean"] for r in rows)
+
+
+@pytest.mark.parametrize("budget, target_db", [(PSNR(30), 30.0), (PSNR(35), 35.0), (Linf(4), None)], ids=str)
+def test_shift_is_a_uniform_brightness_change_that_fills_the_budget(budget, target_db, toy, crops):
+    x, _ = crops
+    x_adv = make_attack("shift", toy, budget=budget)(x)
+    assert budget.satisfied(x, x_adv)
+    levels = ((x_adv - x) * 255).round()
+    inside = (x > 0.1) & (x < 0.9)  # away from clipping
+    for i in range(x.shape[0]):
+        d = levels[i][inside[i]]
+        assert (d > 0).all() or (d < 0).all()  # one direction per image
+        assert d.abs().max() - d.abs().min() <= 1  # k or k+1 levels everywhere
+        if target_db is None:
+            assert (d.abs() == 4).all()
+        else:  # within a row's worth of the budget
+            assert target_db <= psnr(x[i : i + 1], x_adv[i : i + 1]) < target_db + 0.05

@@ -7,7 +7,7 @@
 
 Methods (:data:`ATTACKS`): ``paper`` (Chen & Ma's attack, improved default), ``paper-reference``
 (their 1001-step schedule, faithful), ``fgsm``, ``ifgsm``, ``pgd``, ``mifgsm``, ``cw`` and the
-``noise`` baseline. Budgets: :class:`PSNR`, :class:`MSE`, :class:`Linf` (1/255 units),
+``noise`` and ``shift`` (brightness) baselines. Budgets: :class:`PSNR`, :class:`MSE`, :class:`Linf` (1/255 units),
 :class:`L2`, or :func:`parse_budget` (``"psnr:40"``). Several budgets in one call:
 ``atk.sweep([PSNR(30), PSNR(35), PSNR(40)], x)`` -> ``{"psnr:30": x_adv, ...}``.
 """
@@ -25,6 +25,7 @@ from robustnic.attacks.objectives import OBJECTIVES, Distortion, Objective, Rate
 from robustnic.attacks.paper import PaperAttack
 from robustnic.attacks.paper_reference import PaperReferenceAttack
 from robustnic.attacks.pgd import PGD
+from robustnic.attacks.shift import ShiftAttack
 from robustnic.attacks.runner import AttackResult, run_attacks, summarize, write_results
 from robustnic.attacks.verify import verify_attack, verify_images
 from robustnic.codecs.base import Codec
@@ -40,7 +41,10 @@ ATTACKS: dict[str, type[Attack]] = {
     "mifgsm": MIFGSM,
     "cw": CW,
     "noise": NoiseAttack,
+    "shift": ShiftAttack,
 }
+#: Methods that do not query the codec: references beside the attacks, not attacks.
+BASELINES = ("noise", "shift")
 
 
 def make_attack(method: str, codec: Codec, **kwargs) -> Attack:
@@ -57,6 +61,7 @@ def make_attack(method: str, codec: Codec, **kwargs) -> Attack:
 
 __all__ = [
     "ATTACKS",
+    "BASELINES",
     "BUDGETS",
     "CW",
     "FGSM",
@@ -74,6 +79,7 @@ __all__ = [
     "Distortion",
     "Linf",
     "NoiseAttack",
+    "ShiftAttack",
     "Objective",
     "PaperAttack",
     "PaperReferenceAttack",

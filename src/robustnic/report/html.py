@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from robustnic import __version__
+from robustnic.attacks import BASELINES
 from robustnic.report.figures import heatmap_figure, rd_figure, recompression_figure, robustness_figure
 from robustnic.report.panels import attack_panel, generation_strip
 from robustnic.studies.curves import CURVE_METRICS, finite_mean, group_means, robustness_curves
@@ -142,10 +143,10 @@ def _attack_section(rows: list[Row], store: ResultStore, max_panels: int, figure
         return v if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
 
     # the budget most settings share first (there models and defenses meet side by side), then the rest;
-    # within a budget the most damaging settings first, the noise baseline after every real attack
+    # within a budget the most damaging settings first, the baselines after every real attack
     shared = Counter(m[0].config["budget"] for m in groups.values())
     ordered = sorted(groups.values(), key=lambda m: (-shared[m[0].config["budget"]], str(m[0].config["budget"]),
-                                                     m[0].config["attack"] == "noise", -max(map(drop, m))))
+                                                     m[0].config["attack"] in BASELINES, -max(map(drop, m))))
     panels = []
     for members in ordered:
         if len(panels) >= max_panels:
