@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-from robustnic.attacks import ATTACKS, run_attacks, summarize, write_results
+from robustnic.attacks import ATTACKS, BASELINES, run_attacks, summarize, write_results
 from robustnic.codecs import load_codec
 from robustnic.data.photos import bundled_photos
 
@@ -58,7 +58,7 @@ def main() -> None:
         if args.out:
             write_results(results, f"{args.out}/{method}", {"model": args.model, "steps": steps, "crop": args.crop})
         shown = steps if steps is not None else ATTACKS[method](codec).steps
-        shown = 1 if method in ("fgsm", "noise") else shown
+        shown = 1 if method == "fgsm" or method in BASELINES else shown
         rows.extend(r.row | {"steps": shown} for r in results)
         assert all(r.row["budget-ok"] for r in results)
     order = {b: i for i, b in enumerate(args.budgets)}
