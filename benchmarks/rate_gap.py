@@ -41,10 +41,12 @@ def decoding_path_bits(net, x: torch.Tensor) -> float | None:
         enc = net.compress(xp)
         z_hat = net.entropy_bottleneck.decompress(enc["strings"][1], enc["shape"])
         params = net.h_s(z_hat)
-        height, width = z_hat.size(2) * 4, z_hat.size(3) * 4  # CompressAI's layout: y is 4x z, 5x5 context
-        y_hat = torch.zeros((1, net.context_prediction.in_channels, height + 4, width + 4))
-        net._decompress_ar(enc["strings"][0][0], y_hat, params, height, width, 5, 2)
-        y_hat = F.pad(y_hat, (-2, -2, -2, -2))
+        height, width = params.shape[-2:]  # h_s brings z back to y's size
+        kernel = net.context_prediction.kernel_size[0]
+        pad = (kernel - 1) // 2
+        y_hat = torch.zeros((1, net.context_prediction.in_channels, height + 2 * pad, width + 2 * pad))
+        net._decompress_ar(enc["strings"][0][0], y_hat, params, height, width, kernel, pad)
+        y_hat = F.pad(y_hat, (-pad, -pad, -pad, -pad))
         scales, means = net.entropy_parameters(torch.cat((params, net.context_prediction(y_hat)), 1)).chunk(2, 1)
         gc = net.gaussian_conditional
         y_bits = -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y_hat, scales, means))).sum()

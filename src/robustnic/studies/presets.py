@@ -120,7 +120,7 @@ def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str]
         {"kind": "attack", "models": learned, "attacks": ["paper"], "budgets": ["psnr:40"], "steps": steps},
         {"kind": "attack", "models": [vanilla], "attacks": ["paper"], "budgets": ["psnr:40"], "steps": steps,
          "defenses": ["ensemble"]},
-        {"kind": "attack", "models": [vanilla], "attacks": ["noise"], "budgets": ["psnr:40"]},
+        {"kind": "attack", "models": [vanilla], "attacks": ["noise", "shift"], "budgets": ["psnr:40"]},
         {"kind": "attack", "models": learned, "attacks": ["paper"], "budgets": [b for b in budgets if b != "psnr:40"],
          "steps": steps, "images": images[:1]},
         {"kind": "recompression", "models": learned, "generations": gens, "snapshots": snapshots,
