@@ -81,6 +81,10 @@ PLAN: list[PlannedModel] = [
     PlannedModel("hyperprior-long", 3, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.013,
                                             **_DERIVED | {"steps": 800, "init_from": LONG}),
                  "fine-tuned from hyperprior-long:q2 at a higher lambda"),
+    # A high rate (lambda 0.0483, CompressAI's q6), where the paper finds learned codecs most fragile.
+    PlannedModel("hyperprior-long", 5, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0483,
+                                            **_DERIVED | {"steps": 2000, "lr": 2e-4, "init_from": LONG}),
+                 "fine-tuned from hyperprior-long:q2 at a high lambda"),
     PlannedModel("hyperprior-ssim", 2, _cfg(architecture="bmshj2018-hyperprior", metric="ms-ssim", lmbda=8.73,
                                             batch_size=4, patch_size=192, **_DERIVED | {"steps": 300}),
                  "MS-SSIM loss, fine-tuned from hyperprior-small:q2"),
