@@ -44,6 +44,7 @@ DEFAULT_ENTRIES = (
     + [f"robust q{q}=hyperprior-small-robust:q{q}" for q in (1, 2, 3)]
     + ["vanilla factorized=factorized-small:q2", "robust factorized=factorized-small-robust:q2"]
     + ["robust+jpeg:q90 q2=hyperprior-small-robust:q2|jpeg:q90", "robust+ensemble q2=hyperprior-small-robust:q2|ensemble"]
+    + ["vanilla long q5=hyperprior-long:q5", "robust long q5=hyperprior-long-robust:q5"]
 )
 
 
@@ -184,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/defenses/defense_table.json", help="per-entry results cache (resumable)")
     p.add_argument("--redo", action="store_true", help="ignore cached entries")
+    p.add_argument("--keep-stale", action="store_true",
+                   help="reuse cached entries measured with other attack-engine source (the table lists each "
+                        "source); by default they are measured again")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -200,14 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.entry or DEFAULT_ENTRIES:
         label, spec, defense = parse_entry(text)
         key = f"{label}={spec}|{defense}"
-        if cache["entries"].get(key, {}).get("attack_code") != code:  # missing, or measured with other code
+        cached = cache["entries"].get(key)
+        if cached is None or (cached["attack_code"] != code and not args.keep_stale):
             print(f"{key} ...", file=sys.stderr)
             cache["entries"][key] = evaluate(label, spec, defense, args, full, crops)
             atomic_write_text(out, json.dumps(cache, indent=1) + "\n")
         results.append(cache["entries"][key])
     print(f"Attack `{args.attack}`, {args.steps} steps, seed {args.seed}, against each entry itself (worst case "
           f"per image over its attack modes and the references {'/'.join(args.references)}); attacked PSNR on {len(full)} held-out photos, centre crops {args.crop}x{args.crop}; "
-          f"clean RD on the full photos. Real bitstreams throughout. Attack engine source {code}.\n")
+          f"clean RD on the full photos. Real bitstreams throughout. Attack engine source "
+          f"{', '.join(sorted({r['attack_code'] for r in results}))} (now {code}).\n")
     print(markdown(results, args))
     check = goal_check(results, args)
     if check:
