@@ -44,7 +44,7 @@ DEFAULT_ENTRIES = (
     + [f"robust q{q}=hyperprior-small-robust:q{q}" for q in (1, 2, 3)]
     + ["vanilla factorized=factorized-small:q2", "robust factorized=factorized-small-robust:q2"]
     + ["robust+jpeg:q90 q2=hyperprior-small-robust:q2|jpeg:q90", "robust+ensemble q2=hyperprior-small-robust:q2|ensemble"]
-    + ["vanilla long q5=hyperprior-long:q5", "robust long q5=hyperprior-long-robust:q5"]
+    + ["vanilla long q5=hyperprior-long:q5"]
 )
 
 

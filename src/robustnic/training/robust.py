@@ -25,7 +25,6 @@ ROBUST_PLAN = [
     ("hyperprior-small-robust", 2, "hyperprior-small:q2", "runs/finetune/hyperprior-small-q2-v2"),
     ("hyperprior-small-robust", 3, "hyperprior-small:q3", "runs/finetune/hyperprior-small-q3"),
     ("factorized-small-robust", 2, "factorized-small:q2", "runs/finetune/factorized-small-q2"),
-    ("hyperprior-long-robust", 5, "hyperprior-long:q5", "runs/finetune/hyperprior-long-q5"),
 ]
 #: FinetuneConfig fields written into each row's command line (option = ``--`` + field with dashes).
 COMMAND_FIELDS = ("batch_size", "patch_size", "lr", "attack", "attack_steps", "budget", "ramp_steps", "adv_fraction",
