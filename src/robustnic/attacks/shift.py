@@ -44,10 +44,11 @@ class ShiftAttack(Attack):
 
     def perturb(self, x, ctx, generator):
         r = self.budget.radius(x).view(-1, 1, 1, 1)
-        levels = r * 255 if self.budget.is_linf else r * 255 / math.sqrt(x[0].numel())  # offset per value
         if self.budget.is_linf:
+            levels = r * 255  # offset per value
             direction = torch.ones_like(x)
-        else:  # a ramp of one level across the rows lets 8-bit rounding mix k and k+1
+        else:  # the radius spread evenly; a ramp of one level across the rows lets 8-bit rounding mix k and k+1
+            levels = r * 255 / math.sqrt(x[0].numel())
             rows = torch.linspace(0, 1, x.shape[-2], device=x.device, dtype=x.dtype).view(1, 1, -1, 1)
             direction = (1 + rows / levels.clamp(min=1)).expand_as(x)
         direction = direction * levels / 255

@@ -220,8 +220,8 @@ def _recompression_section(rows: list[Row], store: ResultStore, figures: dict[st
             art = store.artifacts(row.key)
             if "generation-000.png" in art:
                 original = original or art["generation-000.png"].data
-            strip_rows[strip_label(s["label"], row.result["codec"])] = {int(n[len("generation-"):-4]): a.data for n, a in art.items()
-                                 if n != "generation-000.png"}
+            strip_rows[strip_label(s["label"], row.result["codec"])] = {
+                int(n[len("generation-"):-4]): a.data for n, a in art.items() if n != "generation-000.png"}
         if original is not None:
             figures[f"recompression-{name}.png"] = png = generation_strip(strip_rows, original, crop=128)
             out.append(f"<figure>{_img(png, 'generations of ' + name)}<figcaption>{html.escape(name)}: centre "
