@@ -7,6 +7,8 @@ import torch
 
 from robustnic.codecs import ARCHITECTURES, ClassicalCodec, apply_transform, inverse_transform, load_codec
 from robustnic.codecs.base import payload_bits
+from robustnic.codecs.checkpoint import file_sha256
+from robustnic.codecs.zoo import WEIGHTS_DIR, read_manifest
 from robustnic.data.photos import bundled_photos
 from robustnic.errors import BitstreamError, CodecLoadError
 from robustnic.metrics import psnr
@@ -103,6 +105,19 @@ def test_classical_codecs_rate_grows_with_quality(odd_photo):
     x = odd_photo.clone().requires_grad_(True)
     webp(x).x_hat.sum().backward()  # straight-through gradient
     assert torch.allclose(x.grad, torch.ones_like(x))
+
+
+def test_every_manifest_row_ships_its_file():
+    """A manifest row without its weights (or with other weights) breaks `make eval` for everyone."""
+    manifest = read_manifest()
+    assert manifest
+    for spec, row in manifest.items():
+        path = WEIGHTS_DIR / row.file
+        assert path.is_file(), f"{spec}: {row.file} is not shipped"
+        assert file_sha256(path) == row.sha256, f"{spec}: {row.file} does not match its sha256"
+    listed = {row.file for row in manifest.values()}
+    stray = {p.relative_to(WEIGHTS_DIR).as_posix() for p in WEIGHTS_DIR.rglob("*.pt")} - listed
+    assert not stray, f"weights without a manifest row: {sorted(stray)}"
 
 
 def test_spec_errors_are_clear():
