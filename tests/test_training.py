@@ -130,3 +130,21 @@ def test_shipped_mean_scale_models_code_close_to_their_estimate(spec):
 
     ev = evaluate_codec(load_codec(spec), bundled_photos(["coffee"], crop=256), progress=False)["results"]
     assert abs(ev["bpp"] / ev["bpp-estimated"] - 1) < 0.02, ev
+
+
+def test_recorded_train_commands_parse_back_to_their_configs():
+    """The command written into each manifest row is the CLI form of the run's config (so it reproduces it)."""
+    import shlex
+
+    from robustnic.cli.main import build_parser
+    from robustnic.training.zoo import PLAN, command_line, train_command
+
+    assert command_line("x", [("lr_drop", ["0.5:0.3", "0.8:0.1"]), ("init_from", None), ("out", "a b")]) == \
+        "robustnic x --lr-drop 0.5:0.3 --lr-drop 0.8:0.1 --out 'a b'"
+    for planned in PLAN:
+        args = build_parser().parse_args(shlex.split(train_command(planned.config, planned.run_dir))[1:])
+        cfg = planned.config
+        assert (args.arch, args.N, args.M, args.lmbda, args.steps, args.lr) == \
+            (cfg.architecture, cfg.N, cfg.M, cfg.lmbda, cfg.steps, cfg.lr)
+        assert [tuple(map(float, d.split(":"))) for d in args.lr_drop] == [tuple(d) for d in cfg.lr_drops]
+        assert args.init_from == cfg.init_from and args.out == str(planned.run_dir)

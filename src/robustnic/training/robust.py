@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from pathlib import Path
 
 from robustnic.codecs.checkpoint import read_checkpoint_file
 from robustnic.codecs.zoo import WEIGHTS_DIR, read_manifest
 from robustnic.training.export import export_model
-from robustnic.training.zoo import record_row
+from robustnic.training.zoo import command_line, record_row
 
 #: (family, quality, the shipped model it was fine-tuned from, its ``robustnic finetune --out`` folder)
 ROBUST_PLAN = [
@@ -40,16 +39,15 @@ def record(family: str, quality: int, source: str, run: str | Path, weights_dir:
     file = f"robust/{family}-q{quality}.pt"
     (weights_dir / "robust").mkdir(parents=True, exist_ok=True)
     info = export_model(run / "last.pth.tar", weights_dir / file)
-    parts = ["robustnic", "finetune", "--model", source, "--out", str(run), "--steps", str(ckpt["step"])]
-    for key in COMMAND_FIELDS:
-        parts += ["--" + key.replace("_", "-"), str(settings[key])]
-    parts += ["--threads", "1", "--export", f"src/robustnic/weights/{file}"]
+    command = command_line("finetune", [("model", source), ("out", run), ("steps", ckpt["step"])]
+                           + [(key, settings[key]) for key in COMMAND_FIELDS]
+                           + [("threads", 1), ("export", f"src/robustnic/weights/{file}")])
     row = {
         "family": family, "quality": quality, "architecture": info["architecture"], "N": info["N"], "M": info["M"],
         "metric": src.metric, "lambda": src.info.get("lambda"), "file": file, "sha256": info["sha256"],
         "bytes": info["bytes"], "steps": int(ckpt["step"]), "train_seconds": round(float(ckpt["elapsed"]), 1),
         "note": f"adversarially fine-tuned from {source} (robustnic finetune; Chen & Ma, TCSVT 2023)",
-        "finetuned_from": {"spec": source, "sha256": src.sha256}, "command": shlex.join(parts),
+        "finetuned_from": {"spec": source, "sha256": src.sha256}, "command": command,
         "config": settings | {"steps": int(ckpt["step"])}, "scale_levels": info["scale_levels"],
     }
     return record_row(row, weights_dir)

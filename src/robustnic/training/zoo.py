@@ -91,17 +91,24 @@ PLAN: list[PlannedModel] = [
 ]
 
 
+def command_line(verb: str, options: list[tuple[str, object]]) -> str:
+    """``robustnic VERB --option value ...`` (shell-quoted) from (field name, value) pairs; a field name
+    becomes its option with dashes, a list value repeats the option, a None value is left out."""
+    parts = ["robustnic", verb]
+    for name, value in options:
+        for item in value if isinstance(value, list) else [value]:
+            if item is not None:
+                parts += ["--" + name.replace("_", "-"), str(item)]
+    return shlex.join(parts)
+
+
 def train_command(cfg: TrainConfig, out: Path) -> str:
     """The ``robustnic train`` command line equivalent to ``cfg``."""
-    parts = ["robustnic", "train", "--arch", cfg.architecture, "--N", str(cfg.N), "--M", str(cfg.M),
-             "--metric", cfg.metric, "--lmbda", str(cfg.lmbda), "--steps", str(cfg.steps),
-             "--batch-size", str(cfg.batch_size), "--patch-size", str(cfg.patch_size), "--lr", str(cfg.lr)]
-    for frac, factor in cfg.lr_drops:
-        parts += ["--lr-drop", f"{frac}:{factor}"]
-    if cfg.init_from:
-        parts += ["--init-from", cfg.init_from]
-    parts += ["--threads", str(cfg.threads or 1), "--seed", str(cfg.seed), "--out", str(out)]
-    return shlex.join(parts)
+    return command_line("train", [
+        ("arch", cfg.architecture), ("N", cfg.N), ("M", cfg.M), ("metric", cfg.metric), ("lmbda", cfg.lmbda),
+        ("steps", cfg.steps), ("batch_size", cfg.batch_size), ("patch_size", cfg.patch_size), ("lr", cfg.lr),
+        ("lr_drop", [f"{frac}:{factor}" for frac, factor in cfg.lr_drops]), ("init_from", cfg.init_from),
+        ("threads", cfg.threads or 1), ("seed", cfg.seed), ("out", out)])
 
 
 @contextmanager
