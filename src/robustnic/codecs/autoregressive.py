@@ -1,0 +1,75 @@
+"""The rate an autoregressive (context) model really codes, without its serial decoding loop.
+
+CompressAI's forward pass of the context models (mbt2018, cheng2020-anchor/attn) predicts each latent's
+mean and scale from the context of ``round(y)``, but its entropy coder codes ``round(y - mean) + mean``,
+with means and scales predicted from the context of those decoded latents. The two likelihoods can
+differ by several percent (about 10% for a briefly trained cheng2020; see benchmarks/RESULTS.md), so
+the forward pass is a training proxy, not an estimate of the bitstream.
+
+:func:`coded_likelihoods` evaluates the likelihood along the real decoding path. The decoded latents
+``y_hat`` are the fixed point of ``y_hat = round(y - mean(ctx(y_hat))) + mean(ctx(y_hat))``; because
+the context is causal, plain fixed-point iteration from ``round(y)`` reaches it exactly (each sweep
+settles at least the next position in raster order, and in practice a few sweeps settle all), and
+every sweep is one parallel pass of the context and entropy-parameter networks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from compressai.models import CompressionModel
+
+
+@dataclass
+class CodedLikelihoods:
+    """Likelihoods of the symbols the coder codes, and how the fixed point was reached."""
+
+    likelihoods: dict[str, torch.Tensor]
+    y_hat: torch.Tensor  # the latents the decoder reconstructs
+    iterations: int  # fixed-point sweeps until y_hat stopped changing
+    converged: bool
+
+
+def is_autoregressive(net: CompressionModel) -> bool:
+    """Whether ``net`` predicts its latents' parameters from a causal context (mbt2018, cheng2020)."""
+    return all(hasattr(net, name) for name in ("context_prediction", "entropy_parameters", "gaussian_conditional",
+                                               "h_s", "entropy_bottleneck"))
+
+
+@torch.no_grad()
+def coded_likelihoods(net: CompressionModel, x: torch.Tensor, max_iterations: int = 256) -> CodedLikelihoods:
+    """Likelihoods of ``y`` and ``z`` along the real decoding path of a context model.
+
+    ``x`` must already be padded to the model's multiple. The model must be in eval mode (the
+    entropy models quantise around their medians and means only then).
+    """
+    if not is_autoregressive(net):
+        raise TypeError(f"{type(net).__name__} has no autoregressive context model")
+    if net.training:
+        raise RuntimeError("coded_likelihoods needs the model in eval mode (net.eval())")
+    gc = net.gaussian_conditional
+    y = net.g_a(x)
+    z_hat, z_likelihoods = net.entropy_bottleneck(net.h_a(y))  # eval: round(z - medians) + medians
+    hyper = net.h_s(z_hat)
+
+    def predict(context_of: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        params = net.entropy_parameters(torch.cat((hyper, net.context_prediction(context_of)), dim=1))
+        scales, means = params.chunk(2, 1)
+        return scales, means
+
+    y_hat = torch.round(y)  # the forward pass's context: the first guess
+    converged = False
+    iterations = 0
+    while iterations < max_iterations:
+        iterations += 1
+        scales, means = predict(y_hat)
+        decoded = gc.quantize(y, "dequantize", means)
+        if torch.equal(decoded, y_hat):
+            converged = True
+            break
+        y_hat = decoded
+    if not converged:  # parameters for the last y_hat, so bits and latents agree
+        scales, means = predict(y_hat)
+    _, y_likelihoods = gc(y, scales, means=means)
+    return CodedLikelihoods({"y": y_likelihoods, "z": z_likelihoods}, y_hat, iterations, converged)
