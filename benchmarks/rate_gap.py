@@ -30,11 +30,11 @@ def gap_row(label: str, codec, photos) -> str:
     ev = evaluate_codec(codec, photos, progress=False)
     gaps = [r["bpp"] / r["bpp-estimated"] - 1 for r in ev["per_image"].values()]
     worst = max(gaps, key=abs)
-    real, est, fwd = (ev["results"][k] for k in ("bpp", "bpp-estimated", "bpp-forward"))
+    real, est, fwd, quality = (ev["results"][k] for k in ("bpp", "bpp-estimated", "bpp-forward", "psnr-rgb"))
     arch = codec.arch.name if codec.arch else "?"
     levels = scale_levels_of(codec.net) or "-"
-    return (f"| {label} | {arch} | {levels} | {real:.4f} | {est:.4f} | {100 * (real / est - 1):+.2f}% | "
-            f"{100 * worst:+.2f}% | {fwd:.4f} ({100 * (real / fwd - 1):+.2f}%) |")
+    return (f"| {label} | {arch} | {levels} | {quality:.2f} | {real:.4f} | {est:.4f} | "
+            f"{100 * (real / est - 1):+.2f}% | {100 * worst:+.2f}% | {fwd:.4f} ({100 * (real / fwd - 1):+.2f}%) |")
 
 
 def main() -> None:
@@ -42,9 +42,9 @@ def main() -> None:
     p.add_argument("--model", action="append", help="codec spec (default: every shipped model)")
     args = p.parse_args()
     photos = bundled_photos()
-    print("| model | architecture | scale table | real bpp | estimated bpp | gap | worst image gap | "
+    print("| model | architecture | scale table | PSNR (dB) | real bpp | estimated bpp | gap | worst image gap | "
           "forward estimate (real vs it) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for spec in args.model or list(read_manifest()):
         codec = load_codec(spec)
         print(gap_row(f"`{spec}`", codec, photos), flush=True)
