@@ -45,6 +45,8 @@ def test_a_capped_search_says_it_did_not_converge(crop):
     xp, _ = pad_to_multiple(crop, PAD_MULTIPLE)
     capped = coded_likelihoods(net, xp, max_iterations=1)
     assert not capped.converged and capped.iterations == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        coded_likelihoods(net, xp, max_iterations=0)
 
 
 def test_eval_reports_both_estimates(crop):

@@ -44,12 +44,15 @@ def coded_likelihoods(net: CompressionModel, x: torch.Tensor, max_iterations: in
 
     ``x`` must already be padded to the model's multiple. The model must be in eval mode (the
     entropy models quantise around their medians and means only then). ``max_iterations`` caps the
-    sweeps; the default (one per latent position) always reaches the exact fixed point.
+    sweeps; the default (one per latent position) always reaches the exact fixed point. A capped search
+    that stops short returns its last latents with the parameters that decoded them.
     """
     if not is_autoregressive(net):
         raise TypeError(f"{type(net).__name__} has no autoregressive context model")
     if net.training:
         raise RuntimeError("coded_likelihoods needs the model in eval mode (net.eval())")
+    if max_iterations is not None and max_iterations < 1:
+        raise ValueError(f"max_iterations must be at least 1, got {max_iterations}")
     gc = net.gaussian_conditional
     y = net.g_a(x)
     z_hat, z_likelihoods = net.entropy_bottleneck(net.h_a(y))  # eval: round(z - medians) + medians
@@ -57,23 +60,17 @@ def coded_likelihoods(net: CompressionModel, x: torch.Tensor, max_iterations: in
 
     def predict(context_of: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         params = net.entropy_parameters(torch.cat((hyper, net.context_prediction(context_of)), dim=1))
-        scales, means = params.chunk(2, 1)
-        return scales, means
+        return params.chunk(2, 1)  # scales, means
 
-    y_hat = torch.round(y)  # the forward pass's context: the first guess
     if max_iterations is None:
         max_iterations = y.shape[-2] * y.shape[-1] + 1
-    converged = False
-    iterations = 0
-    while iterations < max_iterations:
-        iterations += 1
+    y_hat = torch.round(y)  # the forward pass's context: the first guess
+    for iterations in range(1, max_iterations + 1):
         scales, means = predict(y_hat)
         decoded = gc.quantize(y, "dequantize", means)
-        if torch.equal(decoded, y_hat):
-            converged = True
+        converged = torch.equal(decoded, y_hat)
+        y_hat = decoded  # the latents these scales and means decode, so bits and latents agree
+        if converged:
             break
-        y_hat = decoded
-    if not converged:  # parameters for the last y_hat, so bits and latents agree
-        scales, means = predict(y_hat)
     _, y_likelihoods = gc(y, scales, means=means)
     return CodedLikelihoods({"y": y_likelihoods, "z": z_likelihoods}, y_hat, iterations, converged)
