@@ -148,3 +148,31 @@ def test_recorded_train_commands_parse_back_to_their_configs():
             (cfg.architecture, cfg.N, cfg.M, cfg.lmbda, cfg.steps, cfg.lr)
         assert [tuple(map(float, d.split(":"))) for d in args.lr_drop] == [tuple(d) for d in cfg.lr_drops]
         assert args.init_from == cfg.init_from and args.out == str(planned.run_dir)
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-hyperprior", "bmshj2018-factorized"])
+def test_warm_start_into_wider_model_keeps_the_function(tmp_path, photo, arch):
+    """A wider model (larger N and M) warm-started from a narrower one decodes the same image at first."""
+    from robustnic.codecs.architectures import get_architecture
+    from robustnic.codecs.checkpoint import save_checkpoint
+    from robustnic.training.rd import warm_start
+
+    torch.manual_seed(0)
+    narrow = get_architecture(arch).build(8, 16)
+    for p in narrow.parameters():  # move away from the initialisation so the copy is visible
+        p.data.add_(0.05 * torch.randn_like(p))
+    save_checkpoint({"state_dict": narrow.state_dict()}, tmp_path / "narrow.pth.tar")
+    wide = get_architecture(arch).build(12, 24)
+    copied, total = warm_start(wide, str(tmp_path / "narrow.pth.tar"))
+    assert copied > total * 0.8
+    narrow.eval(), wide.eval()
+    with torch.no_grad():
+        x = photo[..., :64]
+        a, b = narrow(x)["x_hat"], wide(x)["x_hat"]
+    assert torch.allclose(a, b, atol=1e-5)
+    # without widening, mismatched tensors keep their random initialisation and the output differs
+    fresh = get_architecture(arch).build(12, 24)
+    warm_start(fresh, str(tmp_path / "narrow.pth.tar"), widen=False)
+    fresh.eval()
+    with torch.no_grad():
+        assert not torch.allclose(a, fresh(x)["x_hat"], atol=1e-3)

@@ -102,8 +102,17 @@ def _split_parameters(net: torch.nn.Module) -> tuple[list, list]:
     return main, aux
 
 
-def warm_start(net: torch.nn.Module, source: str) -> tuple[int, int]:
-    """Copy every tensor of a checkpoint (or shipped model spec) whose name and shape match."""
+def warm_start(net: torch.nn.Module, source: str, widen: bool = True) -> tuple[int, int]:
+    """Copy every tensor of a checkpoint (or shipped model spec) whose name and shape match.
+
+    With ``widen`` (default), a parameter of the same rank but a wider shape (a model with larger N or
+    M warm-started from a narrower one) receives the source in its leading slice; the input-channel
+    slice of convolutions that the source does not have is zeroed, so the wider model starts as the
+    same function as the source (Net2Net-style) and its new channels grow from there. Exact for the
+    factorized and scale-hyperprior models; where a layer's output is split in halves (the means and
+    scales of mbt2018-mean / mbt2018) the wider model starts close to, not at, the source. Returns
+    (tensors copied, tensors in ``net``).
+    """
     if Path(source).is_file():
         state = extract_state_dict(read_checkpoint_file(source), source)
     else:
@@ -112,6 +121,20 @@ def warm_start(net: torch.nn.Module, source: str) -> tuple[int, int]:
         state = load_codec(source).net.state_dict()
     own = net.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if widen:
+        parameters = dict(net.named_parameters())
+        for name, value in state.items():
+            target = own.get(name)
+            if (name in matched or name not in parameters or target is None or target.dim() != value.dim()
+                    or any(t < s for t, s in zip(target.shape, value.shape))):
+                continue
+            wider = target.clone()
+            module = net.get_submodule(name.rsplit(".", 1)[0]) if "." in name else net
+            if name.endswith("weight") and isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                in_dim = 0 if isinstance(module, torch.nn.ConvTranspose2d) else 1
+                wider.narrow(in_dim, value.shape[in_dim], target.shape[in_dim] - value.shape[in_dim]).zero_()
+            wider[tuple(slice(0, n) for n in value.shape)] = value.to(wider.dtype)
+            matched[name] = wider
     own.update(matched)
     net.load_state_dict(own)
     return len(matched), len(own)
