@@ -5,10 +5,11 @@ STAMP := $(VENV)/.robustnic-installed
 
 .PHONY: install demo test eval train-data zoo clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the tested versions (pyproject.toml only states ranges).
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -34,11 +34,15 @@ import os
 import sys
 import threading
 import time
-import tomllib
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib
 
 from tqdm.auto import tqdm
 
@@ -47,6 +51,7 @@ from robustnic.data.images import DEFAULT_MAX_PIXELS
 from robustnic.errors import ImageError, RobustnicError
 from robustnic.studies.jobs import JOB_KINDS, JobOutput, execute
 from robustnic.studies.store import ResultStore, Row, job_key
+from robustnic.utils.runtime import resolve_device
 
 #: Sub-packages whose source defines what a job computes (hashed into :func:`code_version`).
 RESULT_PACKAGES = ("codecs", "attacks", "defenses", "studies", "data", "metrics", "utils")
@@ -259,6 +264,7 @@ def run_grid(
     """
     import torch
 
+    device = str(resolve_device(device))  # "auto" becomes the real device, in every worker and every row
     with ResultStore(store) as results:
         finished = results.keys()
         pending = [j for j in jobs if j.key not in finished]
