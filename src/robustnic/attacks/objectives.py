@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from pytorch_msssim import ms_ssim
 
+from robustnic.attacks.registry import OBJECTIVE_CLASSES, REFERENCES, load_classes
 from robustnic.codecs.base import Codec, CodecOutput
 from robustnic.data.images import check_image_tensor
 from robustnic.errors import ImageError, RobustnicError
@@ -85,7 +86,7 @@ class Distortion(Objective):
     name = "distortion"
 
     def __init__(self, reference: str = "clean", metric: str = "mse"):
-        if reference not in ("clean", "source"):
+        if reference not in REFERENCES:
             raise RobustnicError(f"distortion reference must be 'clean' or 'source', got {reference!r}")
         if metric not in ("mse", "ms-ssim"):
             raise RobustnicError(f"distortion metric must be 'mse' or 'ms-ssim', got {metric!r}")
@@ -180,8 +181,8 @@ class Targeted(Objective):
         return f"Targeted(background_weight={self.background_weight:g})"
 
 
-#: Objectives by name.
-OBJECTIVES: dict[str, type[Objective]] = {"distortion": Distortion, "rate": Rate, "targeted": Targeted}
+#: Objectives by name (the table is :data:`robustnic.attacks.registry.OBJECTIVE_CLASSES`).
+OBJECTIVES: dict[str, type[Objective]] = load_classes(OBJECTIVE_CLASSES)
 
 
 def make_objective(

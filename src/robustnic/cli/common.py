@@ -1,4 +1,4 @@
-"""Options shared by several commands, defined once."""
+"""Options shared by several commands, defined once (torch-free: ``robustnic CMD --help`` imports this)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from robustnic.codecs.zoo import DEFAULT_MODEL
+from robustnic.codecs.options import DEFAULT_MODEL
+from robustnic.utils.runtime import DEVICE_HELP
 
 
 def add_model(p: argparse.ArgumentParser, multiple: bool = False) -> None:
-    help_ = "codec spec (shipped name like hyperprior-small:q2, ARCH:qK[:pretrained], checkpoint path, jpeg:q75)"
+    help_ = "codec spec (shipped name like hyperprior-small:q3, ARCH:qK[:pretrained], checkpoint path, jpeg:q75)"
     if multiple:
         p.add_argument("--model", "-m", action="append", default=None, help=help_ + "; repeatable")
     else:
@@ -20,7 +21,7 @@ def add_model(p: argparse.ArgumentParser, multiple: bool = False) -> None:
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--device", default="cpu", help=f"{DEVICE_HELP}; default cpu")
 
 
 def add_images(p: argparse.ArgumentParser, required: bool = False) -> None:

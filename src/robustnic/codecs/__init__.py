@@ -1,37 +1,22 @@
 """Codecs: the model zoo, safe checkpoints, real bitstreams, and classical baselines.
 
 >>> from robustnic.codecs import load_codec
->>> codec = load_codec("hyperprior-small:q2")        # doctest: +SKIP
+>>> codec = load_codec("hyperprior-small:q3")        # doctest: +SKIP
 >>> coded = codec.roundtrip(x)                      # doctest: +SKIP
 >>> coded.bpp, coded.x_hat.shape                    # doctest: +SKIP
+
+The names below are imported from their submodules on first use (torch is not imported by
+``import robustnic.codecs`` itself; see :mod:`robustnic._lazy`).
 """
 
-from robustnic.codecs.architectures import ARCHITECTURES, LAMBDAS, get_architecture, infer_architecture
-from robustnic.codecs.base import STANDINS, Codec, CodecOutput, Coded, payload_bits
-from robustnic.codecs.classical import ClassicalCodec
-from robustnic.codecs.learned import LearnedCodec, quantisation_standin
-from robustnic.codecs.transforms import NUM_TRANSFORMS, apply_transform, inverse_transform
-from robustnic.codecs.zoo import DEFAULT_MODEL, list_models, load_checkpoint_codec, load_codec, read_manifest
+from robustnic._lazy import lazy_exports
 
-__all__ = [
-    "ARCHITECTURES",
-    "DEFAULT_MODEL",
-    "LAMBDAS",
-    "NUM_TRANSFORMS",
-    "STANDINS",
-    "ClassicalCodec",
-    "Codec",
-    "CodecOutput",
-    "Coded",
-    "LearnedCodec",
-    "apply_transform",
-    "get_architecture",
-    "infer_architecture",
-    "inverse_transform",
-    "list_models",
-    "load_checkpoint_codec",
-    "load_codec",
-    "payload_bits",
-    "quantisation_standin",
-    "read_manifest",
-]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "robustnic.codecs.architectures": ("ARCHITECTURES", "LAMBDAS", "get_architecture", "infer_architecture"),
+    "robustnic.codecs.options": ("DEFAULT_MODEL", "STANDINS"),
+    "robustnic.codecs.base": ("Codec", "CodecOutput", "Coded", "payload_bits"),
+    "robustnic.codecs.classical": ("ClassicalCodec",),
+    "robustnic.codecs.learned": ("LearnedCodec", "quantisation_standin"),
+    "robustnic.codecs.transforms": ("NUM_TRANSFORMS", "apply_transform", "inverse_transform"),
+    "robustnic.codecs.zoo": ("list_models", "load_checkpoint_codec", "load_codec", "read_manifest"),
+})

@@ -1,39 +1,48 @@
 """The table of CompressAI image architectures robustnic knows, and how to build or recognise them.
 
 Knowledge lives in tables (as in ``compressai.zoo.image``): adding an architecture is adding rows.
+This module imports neither torch nor compressai at import time (the CLI builds its options from
+it): each row names its model class by import path, loaded on first use.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass
-
-import torch
-from compressai.models import (
-    Cheng2020Anchor,
-    Cheng2020Attention,
-    FactorizedPrior,
-    JointAutoregressiveHierarchicalPriors,
-    MeanScaleHyperprior,
-    ScaleHyperprior,
-)
-from compressai.models.base import CompressionModel
-from compressai.zoo.image import cfgs as COMPRESSAI_WIDTHS  # architecture -> quality -> (N, M)
+from typing import TYPE_CHECKING
 
 from robustnic.errors import CodecLoadError
+
+if TYPE_CHECKING:
+    import torch
+    from compressai.models.base import CompressionModel
+
+
+@functools.cache
+def _load_class(path: str) -> type:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass(frozen=True)
 class Architecture:
     """One CompressAI image architecture.
 
-    ``code`` is its stable id in the bitstream header; ``paper`` names what it implements.
+    ``code`` is its stable id in the bitstream header; ``paper`` names what it implements;
+    ``class_path`` is ``"module:Class"`` of the model (imported when first needed).
     """
 
     name: str
-    cls: type[CompressionModel]
+    class_path: str
     code: int
     paper: str
     takes_m: bool = True  # cheng2020 models take only N
+
+    @property
+    def cls(self) -> type[CompressionModel]:
+        """The CompressAI model class (imports compressai)."""
+        return _load_class(self.class_path)
 
     def build(self, N: int, M: int | None = None) -> CompressionModel:
         """A randomly initialised model with channel widths N (and M)."""
@@ -43,22 +52,28 @@ class Architecture:
 
     def widths(self, quality: int) -> tuple[int, int]:
         """CompressAI's widths (N, M) for a pretrained quality level."""
-        table = COMPRESSAI_WIDTHS[self.name]
+        from compressai.zoo.image import cfgs as compressai_widths  # architecture -> quality -> (N, M)
+
+        table = compressai_widths[self.name]
         if quality not in table:
             raise CodecLoadError(f"{self.name} has no quality {quality}; choose from {sorted(table)}")
         w = table[quality]
         return (w[0], w[1] if len(w) > 1 else w[0])
 
 
+_MODELS = "compressai.models:"
+
 ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in [
-        Architecture("bmshj2018-factorized", FactorizedPrior, 1, "Balle et al. 2018, factorized prior"),
-        Architecture("bmshj2018-hyperprior", ScaleHyperprior, 2, "Balle et al. 2018, scale hyperprior"),
-        Architecture("mbt2018-mean", MeanScaleHyperprior, 3, "Minnen et al. 2018, mean-scale hyperprior"),
-        Architecture("mbt2018", JointAutoregressiveHierarchicalPriors, 4, "Minnen et al. 2018, joint autoregressive"),
-        Architecture("cheng2020-anchor", Cheng2020Anchor, 5, "Cheng et al. 2020, anchor", takes_m=False),
-        Architecture("cheng2020-attn", Cheng2020Attention, 6, "Cheng et al. 2020, with attention", takes_m=False),
+        Architecture("bmshj2018-factorized", _MODELS + "FactorizedPrior", 1, "Balle et al. 2018, factorized prior"),
+        Architecture("bmshj2018-hyperprior", _MODELS + "ScaleHyperprior", 2, "Balle et al. 2018, scale hyperprior"),
+        Architecture("mbt2018-mean", _MODELS + "MeanScaleHyperprior", 3, "Minnen et al. 2018, mean-scale hyperprior"),
+        Architecture("mbt2018", _MODELS + "JointAutoregressiveHierarchicalPriors", 4,
+                     "Minnen et al. 2018, joint autoregressive"),
+        Architecture("cheng2020-anchor", _MODELS + "Cheng2020Anchor", 5, "Cheng et al. 2020, anchor", takes_m=False),
+        Architecture("cheng2020-attn", _MODELS + "Cheng2020Attention", 6, "Cheng et al. 2020, with attention",
+                     takes_m=False),
     ]
 }
 

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import torch
 
 from robustnic.codecs import container
+from robustnic.codecs.options import STANDINS  # noqa: F401  (re-exported: its historical home)
 from robustnic.codecs.transforms import apply_transform, inverse_transform, transformed_size
 from robustnic.data.images import check_image_tensor
+from robustnic.utils.runtime import resolve_device
 
-#: Quantisation stand-ins for the differentiable forward (see :meth:`Codec.forward`).
-STANDINS = ("none", "noise", "ste")
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Codec(ABC):
     required multiple happens inside. Instances are callable: ``codec(x)`` is :meth:`forward`.
     """
 
-    #: Short display name, e.g. ``"hyperprior-small:q2"`` or ``"jpeg:q75"``.
+    #: Short display name, e.g. ``"hyperprior-small:q3"`` or ``"jpeg:q75"``.
     name: str = "codec"
     #: Whether :meth:`forward` has true gradients (classical codecs use straight-through).
     differentiable: bool = False
@@ -156,8 +156,8 @@ class Codec(ABC):
         )
 
     def to(self, device: str | torch.device) -> "Codec":
-        """Move to ``device`` (returns self)."""
-        self.device = torch.device(device)
+        """Move to ``device`` (any name :func:`~robustnic.utils.runtime.resolve_device` takes; returns self)."""
+        self.device = resolve_device(device)
         return self
 
     def __repr__(self) -> str:

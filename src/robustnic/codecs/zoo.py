@@ -2,7 +2,8 @@
 
 Accepted specs (``load_codec(spec)``)::
 
-    hyperprior-small:q2                  a model robustnic ships (see ``robustnic models``)
+    hyperprior-small:q3                  a model robustnic ships (see ``robustnic models``); qK is
+                                         CompressAI's quality K (its λ)
     bmshj2018-hyperprior:q3[:mse|:ms-ssim][:pretrained]
                                          CompressAI's pretrained weights (needs internet once)
     bmshj2018-hyperprior:q3:random       CompressAI's widths, random weights (tests)
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +33,12 @@ from robustnic.codecs.base import Codec
 from robustnic.codecs.checkpoint import file_sha256, load_into, read_state_dict
 from robustnic.codecs.classical import CLASSICAL_FORMATS, ClassicalCodec
 from robustnic.codecs.learned import LearnedCodec
+from robustnic.codecs.options import DEFAULT_MODEL
 from robustnic.errors import CheckpointError, CodecLoadError
+from robustnic.utils.runtime import resolve_device
 
 #: Where the shipped models and their manifest live (inside the package, so wheels carry them).
 WEIGHTS_DIR = Path(os.environ.get("ROBUSTNIC_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
-DEFAULT_MODEL = "hyperprior-small:q2"
 
 
 @dataclass
@@ -94,18 +97,52 @@ def _parse_options(parts: list[str]) -> dict[str, Any]:
     return opts
 
 
+#: Families shipped before robustnic 0.2, whose labels were one below CompressAI's quality (``q2`` was
+#: λ = 0.0067, CompressAI's q3). Since 0.2 ``:qK`` means CompressAI's λ for quality K in every family;
+#: the old labels of these families still resolve, with a one-line deprecation message, until 0.3.
+RELABELED_IN_0_2 = frozenset({
+    "factorized-small", "factorized-small-robust", "hyperprior-long", "hyperprior-small", "hyperprior-small-robust",
+    "hyperprior-ssim", "joint-small", "mean-small",
+})
+
+
+class LabelDeprecationWarning(FutureWarning):
+    """A shipped model was named by its label from before robustnic 0.2 (see :data:`RELABELED_IN_0_2`)."""
+
+
+def resolve_shipped_spec(spec: str, manifest: dict[str, ShippedModel]) -> str:
+    """The manifest key ``spec`` names: itself, a family's middle quality for a bare family name, or
+    (with a :class:`LabelDeprecationWarning`) the model a pre-0.2 label named. Raises
+    :class:`CodecLoadError` when nothing matches."""
+    family, _, rest = spec.partition(":")
+    shipped = sorted(m.quality for m in manifest.values() if m.family == family)
+    if not rest and shipped:
+        return f"{family}:q{shipped[len(shipped) // 2]}"
+    quality = rest.lower().removeprefix("q")
+    if family in RELABELED_IN_0_2 and quality.isdigit():
+        old, new = int(quality), int(quality) + 1
+        current = f"{family}:q{old}"
+        if current in manifest:
+            if new in shipped:
+                warnings.warn(
+                    f"{current} is CompressAI's quality {old} (λ {manifest[current].info.get('lambda')}) since "
+                    f"robustnic 0.2; the model labelled q{old} before 0.2 is {family}:q{new}",
+                    LabelDeprecationWarning, stacklevel=3)
+            return current
+        if new in shipped:
+            warnings.warn(f"{current} is the pre-0.2 label of {family}:q{new} (labels follow CompressAI's "
+                          f"qualities since 0.2; old labels stop working in 0.3)", LabelDeprecationWarning, stacklevel=3)
+            return f"{family}:q{new}"
+    if spec not in manifest:
+        raise CodecLoadError(f"no shipped model {spec!r}; shipped: {', '.join(sorted(manifest)) or 'none'}")
+    return spec
+
+
 def load_shipped(spec: str, device: str | torch.device = "cpu", weights_dir: Path | None = None) -> LearnedCodec:
-    """Load a shipped model (``family:qK``), checking its sha256 against the manifest."""
+    """Load a shipped model (``family:qK``, K = CompressAI's quality), checking its sha256 against the manifest."""
     weights_dir = weights_dir or WEIGHTS_DIR
     manifest = read_manifest(weights_dir)
-    family, _, rest = spec.partition(":")
-    if ":" not in spec or spec not in manifest:
-        qualities = sorted(m.quality for m in manifest.values() if m.family == family)
-        if qualities and not rest:
-            spec = f"{family}:q{qualities[len(qualities) // 2]}"
-        if spec not in manifest:
-            raise CodecLoadError(f"no shipped model {spec!r}; shipped: {', '.join(sorted(manifest)) or 'none'}")
-    row = manifest[spec]
+    row = manifest[resolve_shipped_spec(spec, manifest)]
     path = weights_dir / row.file
     if not path.is_file():
         raise CodecLoadError(f"shipped model file {path} is missing")
@@ -154,7 +191,9 @@ def load_pretrained(arch: str, quality: int, metric: str = "mse", device: str | 
 
 
 def load_codec(spec: str | CompressionModel | Codec, device: str | torch.device = "cpu") -> Codec:
-    """Resolve any codec spec (see module docstring) into a ready :class:`Codec`."""
+    """Resolve any codec spec (see module docstring) into a ready :class:`Codec` on ``device``
+    (``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``; see :func:`robustnic.utils.runtime.resolve_device`)."""
+    device = resolve_device(device)
     if isinstance(spec, Codec):
         return spec.to(device)
     if isinstance(spec, CompressionModel):
@@ -196,6 +235,7 @@ def codec_for_bitstream(data: bytes, device: str | torch.device = "cpu") -> Code
     from robustnic.codecs import container
     from robustnic.errors import BitstreamError
 
+    device = resolve_device(device)
     header, _ = container.unpack(data)
     for fmt, (code, _, _) in CLASSICAL_FORMATS.items():
         if header.codec == code:

@@ -26,11 +26,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from robustnic.data.limits import DEFAULT_MAX_PIXELS
 from robustnic.errors import ImageError
 from robustnic.utils.io import atomic_path
 
-#: Largest image (in pixels) read by default: 36 MP, e.g. 6000x6000. Override per call.
-DEFAULT_MAX_PIXELS = 36_000_000
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 

@@ -21,8 +21,8 @@ CompressAI-compatible (``load_codec("runs/finetune/x/last.pth.tar")`` works) and
 same command resumes. Validation reports clean RD on held-out photos from real bitstreams and the
 reconstruction PSNR under a stronger attack, verified on real bitstreams too.
 
->>> cfg = FinetuneConfig(model="hyperprior-small:q2", steps=300, budget="psnr:30")   # doctest: +SKIP
->>> finetune(cfg, "runs/finetune/hyperprior-small-q2", export_to="robust.pth.tar")  # doctest: +SKIP
+>>> cfg = FinetuneConfig(model="hyperprior-small:q3", steps=300, budget="psnr:30")   # doctest: +SKIP
+>>> finetune(cfg, "runs/finetune/hyperprior-small-q3", export_to="robust.pth.tar")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ import contextlib
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
 import torch
 from compressai.models.base import CompressionModel
 
-from robustnic.attacks import ATTACKS, L2, MSE, Budget, Linf, make_attack, parse_budget
+from robustnic.attacks import L2, MSE, Budget, Linf, make_attack, parse_budget
 from robustnic.codecs.architectures import LAMBDAS, widths_of
 from robustnic.codecs.checkpoint import read_checkpoint_file
 from robustnic.codecs.learned import LearnedCodec
@@ -46,78 +46,15 @@ from robustnic.codecs.zoo import load_codec, read_manifest
 from robustnic.data.photos import bundled_photos
 from robustnic.defenses.evaluate import attack_defense
 from robustnic.errors import RobustnicError
+from robustnic.training.config import FINETUNE_TARGETS, FinetuneConfig, TrainConfig
 from robustnic.training.export import export_model
-from robustnic.training.rd import TrainConfig, Trainer, rd_loss
+from robustnic.training.rd import Trainer, rd_loss
 from robustnic.utils.io import atomic_write_text
+from robustnic.utils.runtime import resolve_device
 
-TARGETS = ("input", "source")
+TARGETS = FINETUNE_TARGETS  # FinetuneConfig.target values
 #: What the training run's sidecar file is called (the fine-tuning settings, for resuming).
 SETTINGS_FILE = "finetune.json"
-
-
-@dataclass
-class FinetuneConfig:
-    """Everything that defines a fine-tuning run (written to ``OUT/finetune.json``)."""
-
-    #: The model to start from: a zoo spec (``hyperprior-small:q2``) or a checkpoint path.
-    model: str = "hyperprior-small:q2"
-    steps: int = 600
-    batch_size: int = 8
-    patch_size: int = 128
-    lr: float = 1e-4
-    aux_lr: float = 1e-3
-    #: (fraction of steps, factor) learning-rate drops, as in :class:`TrainConfig`.
-    lr_drops: list[tuple[float, float]] = field(default_factory=lambda: [(0.8, 0.3)])
-    #: RD trade-off; None: the model's own training λ (manifest or checkpoint), else CompressAI's.
-    lmbda: float | None = None
-    #: The inner attack (a name of :data:`robustnic.attacks.ATTACKS`) and its number of steps.
-    attack: str = "pgd"
-    attack_steps: int = 1
-    #: The budget trained against, reached after ``ramp_steps`` (linear in MSE / radius from 0).
-    budget: str = "psnr:30"
-    ramp_steps: int = 100
-    #: Share of each batch that is attacked (the rest stays clean).
-    adv_fraction: float = 0.5
-    #: Quantisation stand-in of the inner attack (``none`` as in the paper).
-    standin: str = "none"
-    #: The inner attack pushes away from the ``source`` image (what the reported PSNR measures) or,
-    #: as in the paper, from the ``clean`` reconstruction.
-    attack_reference: str = "source"
-    #: Distortion against the clean ``source`` patch (the codec learns to drop the perturbation) or,
-    #: as in the paper, against the codec's ``input``.
-    target: str = "source"
-    clip_max_norm: float = 1.0
-    seed: int = 0
-    images: list[str] = field(default_factory=list)
-    #: Validation: every ``val_every`` steps, clean RD on ``val_photos`` centre crops of
-    #: ``val_crop`` px and a ``val_attack_steps``-step ``val_attack`` at ``budget``.
-    val_every: int = 100
-    val_photos: list[str] = field(default_factory=lambda: ["coffee", "chelsea"])
-    val_crop: int = 128
-    val_attack: str = "paper"
-    val_attack_steps: int = 30
-    checkpoint_every: int = 50
-    threads: int | None = 1
-    #: Refuse training images larger than this many pixels (None: the image loader's limit).
-    max_pixels: int | None = None
-
-    def validate(self) -> None:
-        if self.attack not in ATTACKS or self.val_attack not in ATTACKS:
-            raise RobustnicError(f"unknown attack {self.attack!r}/{self.val_attack!r}; choose from {', '.join(ATTACKS)}")
-        parse_budget(self.budget)
-        if self.target not in TARGETS or self.attack_reference not in ("clean", "source"):
-            raise RobustnicError(f"target and attack_reference must be 'input'/'source' and 'clean'/'source', "
-                                 f"got {self.target!r} and {self.attack_reference!r}")
-        if not 0 <= self.adv_fraction <= 1:
-            raise RobustnicError(f"adv_fraction must be in [0, 1], got {self.adv_fraction}")
-        if self.attack_steps < 1 or self.ramp_steps < 0 or self.steps < 1:
-            raise RobustnicError("steps and attack_steps must be positive, ramp_steps non-negative")
-
-    def settings(self) -> dict:
-        """The settings a resumed run must share (all but bookkeeping)."""
-        skip = {"steps", "val_every", "checkpoint_every", "threads", "val_photos", "val_crop",
-                "val_attack", "val_attack_steps", "max_pixels"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
 
 
 def source_settings(model: str) -> dict:
@@ -214,6 +151,7 @@ class FinetuneTrainer(Trainer):
     def __init__(self, config: FinetuneConfig, out_dir: str | Path, device: str | torch.device = "cpu",
                  sampler=None, val_images: dict[str, torch.Tensor] | None = None, progress: bool = True):
         config.validate()
+        device = resolve_device(device)  # fail fast, before the source model is read
         self.finetune_config = config
         src = source_settings(config.model)
         train_config = TrainConfig(

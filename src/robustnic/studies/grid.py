@@ -10,7 +10,7 @@ A spec (TOML, YAML or JSON) holds shared defaults and a list of studies; each st
 
     [[study]]
     kind = "attack"
-    models = ["hyperprior-small:q2"]
+    models = ["hyperprior-small:q3"]
     attacks = ["paper"]
     budgets = ["psnr:40", "psnr:35"]
     defenses = ["none", "self-ensemble"]
@@ -75,7 +75,7 @@ class Job:
     code_version: str = ""
 
     def describe(self) -> str:
-        """Short human label, e.g. ``attack hyperprior-small:q2 paper psnr:40 astronaut``."""
+        """Short human label, e.g. ``attack hyperprior-small:q3 paper psnr:40 astronaut``."""
         parts = [self.kind]
         for name in ("model", "attack", "budget", "defense"):
             value = self.config.get(name)

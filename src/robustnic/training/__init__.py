@@ -1,7 +1,14 @@
-"""Rate-distortion training (``robustnic train``) and export of shippable models."""
+"""Rate-distortion training (``robustnic train``) and export of shippable models.
 
-from robustnic.training.data import PatchSampler
-from robustnic.training.export import export_model
-from robustnic.training.rd import TrainConfig, Trainer, rd_loss
+The names below are imported from their submodules on first use (``robustnic.training.config``
+needs no torch; see :mod:`robustnic._lazy`).
+"""
 
-__all__ = ["PatchSampler", "TrainConfig", "Trainer", "export_model", "rd_loss"]
+from robustnic._lazy import lazy_exports
+
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
+    "robustnic.training.config": ("FinetuneConfig", "TrainConfig"),
+    "robustnic.training.data": ("PatchSampler",),
+    "robustnic.training.export": ("export_model",),
+    "robustnic.training.rd": ("Trainer", "rd_loss"),
+})

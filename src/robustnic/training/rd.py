@@ -15,7 +15,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -24,62 +24,18 @@ from compressai.models.base import CompressionModel
 from pytorch_msssim import ms_ssim
 from tqdm.auto import tqdm
 
-from robustnic.codecs.architectures import LAMBDAS, get_architecture
+from robustnic.codecs.architectures import get_architecture
 from robustnic.codecs.checkpoint import extract_state_dict, read_checkpoint_file, save_checkpoint
 from robustnic.codecs.learned import LearnedCodec
 from robustnic.data.photos import bundled_photos, center_crop, training_photo_paths
 from robustnic.errors import RobustnicError
 from robustnic.metrics import psnr
+from robustnic.training.config import TrainConfig
 from robustnic.training.data import PatchSampler
+from robustnic.utils.runtime import resolve_device
 
 #: A hook that may replace part of a training batch: (net, batch, step) -> batch.
 Perturb = Callable[[CompressionModel, torch.Tensor, int], torch.Tensor]
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (saved inside every checkpoint)."""
-
-    architecture: str = "bmshj2018-hyperprior"
-    N: int = 64
-    M: int = 96
-    metric: str = "mse"
-    lmbda: float = LAMBDAS["mse"][3]
-    steps: int = 10000
-    batch_size: int = 8
-    patch_size: int = 128
-    lr: float = 1e-4
-    aux_lr: float = 1e-3
-    #: (fraction of steps, factor): the learning rate is multiplied by factor from that point on.
-    lr_drops: list[tuple[float, float]] = field(default_factory=lambda: [(0.8, 0.3), (0.95, 0.3)])
-    clip_max_norm: float = 1.0
-    seed: int = 0
-    images: list[str] = field(default_factory=list)  # empty: robustnic's training photos
-    val_every: int = 1000
-    val_crop: int = 256
-    checkpoint_every: int = 200
-    init_from: str | None = None  # warm start: copy every tensor whose name and shape match
-    threads: int | None = None
-    max_pixels: int | None = None  # refuse larger training images (default: the loader's limit)
-
-    def validate(self) -> None:
-        get_architecture(self.architecture)
-        if self.metric not in LAMBDAS:
-            raise RobustnicError(f"metric must be one of {list(LAMBDAS)}, got {self.metric!r}")
-        if self.metric == "ms-ssim" and self.patch_size <= 160:
-            raise RobustnicError("MS-SSIM training needs patch_size > 160 (5 scales, 11-pixel window)")
-        if self.patch_size % 64:
-            raise RobustnicError("patch_size must be a multiple of 64")
-        if self.steps < 1 or self.batch_size < 1:
-            raise RobustnicError("steps and batch_size must be positive")
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate at ``step`` (a pure function of the step: nothing to restore on resume)."""
-        lr = self.lr
-        for frac, factor in self.lr_drops:
-            if step >= frac * self.steps:
-                lr *= factor
-        return lr
 
 
 def rd_loss(out: dict, x: torch.Tensor, lmbda: float, metric: str = "mse") -> dict[str, torch.Tensor]:
@@ -161,7 +117,7 @@ class Trainer:
     ):
         config.validate()
         self.config, self.out_dir, self.perturb = config, Path(out_dir), perturb
-        self.device, self.progress = torch.device(device), progress
+        self.device, self.progress = resolve_device(device), progress
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)

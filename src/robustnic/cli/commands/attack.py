@@ -9,31 +9,30 @@ from __future__ import annotations
 import argparse
 import sys
 
+from robustnic.attacks.registry import ATTACK_NAMES, OBJECTIVE_NAMES, REFERENCES
+from robustnic.cli.commands import help_of
 from robustnic.cli.common import add_device, add_images, add_model, add_seed, out_dir, print_json
+from robustnic.codecs.options import STANDINS
 
 NAME = "attack"
 
 
-def register(sub) -> None:
-    from robustnic.attacks import ATTACKS
-    from robustnic.attacks.objectives import OBJECTIVES
-    from robustnic.codecs.base import STANDINS
-
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         NAME,
-        help="attack images with adversarial perturbations and measure the damage on real bitstreams",
+        help=help_of(NAME),
         description="Attack images (paper, pgd, ...) at one or more budgets; every number comes from real "
         "bitstreams (compress -> bytes -> decompress of the 8-bit adversarial image).",
     )
     add_model(p)
     add_images(p)
-    p.add_argument("--method", action="append", default=None, choices=[*ATTACKS, "all"],
+    p.add_argument("--method", action="append", default=None, choices=[*ATTACK_NAMES, "all"],
                    help="attack method; repeatable; 'all' = every method (default: paper)")
     p.add_argument("--budget", "-b", action="append", default=None,
                    help="input budget psnr:DB, mse:TAU, linf:EPS (1/255 units) or l2:EPS; repeatable (default psnr:40)")
     p.add_argument("--steps", type=int, default=None, help="iterations (default: the method's own, 100 for paper)")
-    p.add_argument("--objective", default="distortion", choices=list(OBJECTIVES), help="what to maximise")
-    p.add_argument("--reference", default="clean", choices=["clean", "source"],
+    p.add_argument("--objective", default="distortion", choices=list(OBJECTIVE_NAMES), help="what to maximise")
+    p.add_argument("--reference", default="clean", choices=list(REFERENCES),
                    help="distortion objective: away from the clean reconstruction (paper) or the source")
     p.add_argument("--metric", default="mse", choices=["mse", "ms-ssim"], help="distortion objective's metric")
     p.add_argument("--standin", default="none", choices=list(STANDINS),

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from robustnic.cli.commands import help_of
 from robustnic.cli.common import add_device, print_json
-from robustnic.studies.grid import expand_spec, load_spec, parse_shard, run_grid, select_shard
-from robustnic.studies.store import ResultStore, export_rows
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="run a grid spec (TOML/YAML: models x attacks x budgets x defenses x images) into a store",
+        "bench", help=help_of("bench"),
         description="Run every job of SPEC that STORE does not hold yet; each finished job is one row, so a "
                     "killed run resumes where it stopped. See docs/benchmark.md for the spec format.",
     )
@@ -31,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustnic.studies.grid import expand_spec, load_spec, parse_shard, run_grid, select_shard
+    from robustnic.studies.store import ResultStore, export_rows
+
     shard = parse_shard(args.shard) if args.shard else None
     jobs = select_shard(expand_spec(load_spec(args.spec), args.max_pixels), shard)
     if args.dry_run:

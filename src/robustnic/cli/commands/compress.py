@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from robustnic.cli.commands import help_of
 from robustnic.cli.common import add_device, add_model
-from robustnic.codecs.zoo import codec_for_bitstream, load_codec
-from robustnic.data.images import DEFAULT_MAX_PIXELS, load_image, save_image
+from robustnic.data.limits import DEFAULT_MAX_PIXELS
 from robustnic.errors import BitstreamError
-from robustnic.utils.io import atomic_write_bytes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compress", help="encode an image into a robustnic bitstream file")
+    p = sub.add_parser("compress", help=help_of("compress"))
     p.add_argument("image", help="input image (any Pillow-readable file)")
     p.add_argument("--out", "-o", required=True, help="output bitstream file")
     add_model(p)
@@ -20,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     p.set_defaults(func=run_compress)
 
-    p = sub.add_parser("decompress", help="decode a robustnic bitstream file into an image")
+    p = sub.add_parser("decompress", help=help_of("decompress"))
     p.add_argument("bitstream", help="input bitstream file")
     p.add_argument("--out", "-o", required=True, help="output image (PNG recommended)")
     p.add_argument("--model", "-m", default=None,
@@ -32,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    from robustnic.codecs.zoo import load_codec
+    from robustnic.data.images import load_image
+    from robustnic.utils.io import atomic_write_bytes
+
     x = load_image(args.image, max_pixels=args.max_pixels)
     codec = load_codec(args.model, device=args.device)
     data = codec.compress(x)
@@ -42,6 +45,9 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def run_decompress(args: argparse.Namespace) -> int:
+    from robustnic.codecs.zoo import codec_for_bitstream, load_codec
+    from robustnic.data.images import save_image
+
     try:
         with open(args.bitstream, "rb") as f:
             data = f.read()

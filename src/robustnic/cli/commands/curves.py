@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import argparse
 
+from robustnic.cli.commands import help_of
 from robustnic.cli.common import add_study_options, images_and_crop, print_json, study_kwargs
-from robustnic.report import run_study
-from robustnic.studies import ResultStore, latest_rows, robustness_curves
-from robustnic.studies.presets import curves_spec
 
 DEFAULT_BUDGETS = "psnr:30,psnr:35,psnr:40,psnr:45,psnr:50"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("curves", help="robustness curves: attacked reconstruction PSNR and bpp increase vs budget")
+    p = sub.add_parser("curves", help=help_of("curves"))
     p.add_argument("--model", "-m", action="append", required=True, help="codec spec; repeatable")
     p.add_argument("--attack", "-a", default="paper", help="attack method (default paper)")
     p.add_argument("--budgets", default=DEFAULT_BUDGETS,
@@ -27,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustnic.report import run_study
+    from robustnic.studies import ResultStore, latest_rows, robustness_curves
+    from robustnic.studies.presets import curves_spec
+
     spec = curves_spec(args.model, [b.strip() for b in args.budgets.split(",") if b.strip()], attack=args.attack,
                        defenses=tuple(["none", *(args.defense or [])]), steps=args.steps, adaptive=args.adaptive,
                        **images_and_crop(args))

@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
+from robustnic.attacks.registry import REFERENCES
+from robustnic.cli.commands import help_of
 from robustnic.cli.common import add_device, add_images, add_model, add_seed
-from robustnic.codecs.zoo import load_codec
-from robustnic.data.photos import load_photo_set
-from robustnic.defenses import attack_defense, make_defense
-from robustnic.errors import ImageError
-from robustnic.utils.io import atomic_write_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "defend", help="attack a defended codec in every way it can be attacked; report the worst case per image",
+        "defend", help=help_of("defend"),
         description="Wrap the model in each --defense (none, ensemble, ensemble:rd:proxy, jpeg:q90, blur:0.8, "
                     "bits:5, resize:0.75, noise:2, jpeg:q90+ensemble, ...), attack it through the defense and "
                     "around it, and report per budget the reconstruction PSNR of the worst attack (real bitstreams).",
@@ -27,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", "-b", action="append", default=None, help="budget(s), e.g. psnr:35 (default psnr:35)")
     p.add_argument("--method", default="paper", help="attack method (default paper)")
     p.add_argument("--steps", type=int, default=100, help="attack iterations (default 100)")
-    p.add_argument("--reference", action="append", default=None, choices=["clean", "source"],
+    p.add_argument("--reference", action="append", default=None, choices=list(REFERENCES),
                    help="distortion reference(s) of the attack, worst kept (default clean)")
     p.add_argument("--out", "-o", default=None, help="write every verified row to this JSON file")
     add_images(p)
@@ -37,6 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from robustnic.codecs.zoo import load_codec
+    from robustnic.data.photos import load_photo_set
+    from robustnic.defenses import attack_defense, make_defense
+    from robustnic.errors import ImageError
+    from robustnic.utils.io import atomic_write_text
+
     images = load_photo_set(args.images, crop=args.crop, max_pixels=args.max_pixels)
     shapes = {tuple(x.shape) for x in images.values()}
     if len(shapes) != 1:

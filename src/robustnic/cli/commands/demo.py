@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from robustnic.report import attack_headline, run_demo
+from robustnic.cli.commands import help_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the demo studies on the shipped models and write the HTML report")
+    p = sub.add_parser("demo", help=help_of("demo"))
     p.add_argument("--out", "-o", default="demo-out", help="output folder (default ./demo-out); reruns resume")
     p.add_argument("--quick", action="store_true", help="tiny random models and 64px crops (a smoke test)")
     p.add_argument("--workers", "-j", type=int, default=2, help="parallel worker processes (default 2)")
-    p.add_argument("--model", default=None, help="the vanilla model (default: hyperprior-small:q2)")
+    p.add_argument("--model", default=None, help="the vanilla model (default: hyperprior-small:q3)")
     p.add_argument("--robust", action="append", default=None,
                    help="fine-tuned model(s) to compare (default: the shipped robust model fine-tuned from --model); repeatable")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustnic.report import attack_headline, run_demo
+
     result = run_demo(args.out, quick=args.quick, workers=args.workers, vanilla=args.model, robust=args.robust,
                       progress=not args.no_progress)
     for note in result.notes:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from robustnic.cli.commands import help_of
 from robustnic.cli.common import add_device, add_images, add_model, print_json
-from robustnic.codecs.evaluate import evaluate_codec, write_results
-from robustnic.codecs.zoo import DEFAULT_MODEL, load_codec
-from robustnic.data.photos import load_photo_set
+from robustnic.codecs.options import DEFAULT_MODEL
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="clean RD of codecs over images (real bitstreams) -> JSON + CSV")
+    p = sub.add_parser("eval", help=help_of("eval"))
     add_model(p, multiple=True)
     add_images(p)
     add_device(p)
@@ -21,6 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustnic.codecs.evaluate import evaluate_codec, write_results
+    from robustnic.codecs.zoo import load_codec
+    from robustnic.data.photos import load_photo_set
+
     images = load_photo_set(args.images, crop=args.crop, max_pixels=args.max_pixels)
     evaluations = []
     for spec in args.model or [DEFAULT_MODEL]:

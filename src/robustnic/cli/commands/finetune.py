@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from robustnic.attacks.registry import REFERENCES
+from robustnic.cli.commands import help_of
 from robustnic.cli.common import add_device, print_json
-from robustnic.defenses.finetune import TARGETS, FinetuneConfig, finetune
+from robustnic.codecs.options import STANDINS
+from robustnic.training.config import FINETUNE_TARGETS, FinetuneConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     d = FinetuneConfig()
-    p = sub.add_parser("finetune", help="adversarially fine-tune a codec (Chen & Ma); resumes from OUT")
+    p = sub.add_parser("finetune", help=help_of("finetune"))
     p.add_argument("--model", "-m", default=d.model, help=f"model to start from: zoo spec or checkpoint (default {d.model})")
     p.add_argument("--out", "-o", required=True, help="run folder (checkpoints, resume), e.g. runs/finetune/NAME")
     p.add_argument("--steps", type=int, default=d.steps)
@@ -23,10 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", default=d.budget, help=f"budget trained against (default {d.budget})")
     p.add_argument("--ramp-steps", type=int, default=d.ramp_steps, help="steps over which the budget grows from 0")
     p.add_argument("--adv-fraction", type=float, default=d.adv_fraction, help="share of each batch attacked")
-    p.add_argument("--standin", default=d.standin, choices=["none", "noise", "ste"], help="inner attack's stand-in")
-    p.add_argument("--attack-reference", default=d.attack_reference, choices=["clean", "source"],
+    p.add_argument("--standin", default=d.standin, choices=list(STANDINS), help="inner attack's stand-in")
+    p.add_argument("--attack-reference", default=d.attack_reference, choices=list(REFERENCES),
                    help="inner attack pushes away from the source (default) or the clean reconstruction (paper)")
-    p.add_argument("--target", default=d.target, choices=TARGETS,
+    p.add_argument("--target", default=d.target, choices=FINETUNE_TARGETS,
                    help="distortion against the clean source (default) or the codec's input (paper)")
     p.add_argument("--images", action="append", default=None, help="training image folder (repeatable)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse training images larger than this many pixels")
@@ -42,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustnic.defenses.finetune import finetune
+
     config = FinetuneConfig(
         model=args.model, steps=args.steps, batch_size=args.batch_size, patch_size=args.patch_size, lr=args.lr,
         lmbda=args.lmbda, attack=args.attack, attack_steps=args.attack_steps, budget=args.budget,

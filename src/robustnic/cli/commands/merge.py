@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from robustnic.cli.commands import help_of
 from robustnic.cli.common import print_json
-from robustnic.studies.store import ResultStore, export_rows, merge_stores
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("merge", help="join results stores into one (or export them: -o results.csv / .json)")
+    p = sub.add_parser("merge", help=help_of("merge"))
     p.add_argument("stores", nargs="+", help="SQLite results stores to join (a key present twice is kept once)")
     p.add_argument("--out", "-o", required=True,
                    help="output: a new store (.sqlite), or a flat export (.csv) / nested export (.json)")
@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustnic.studies.store import ResultStore, export_rows, merge_stores
+
     out = Path(args.out)
     if out.suffix.lower() in (".csv", ".json"):
         rows, seen = [], set()

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from robustnic.codecs.architectures import ARCHITECTURES
-from robustnic.codecs.zoo import list_models
+from robustnic.cli.commands import help_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list shipped models and known architectures")
+    p = sub.add_parser("models", help=help_of("models"))
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustnic.codecs.architectures import ARCHITECTURES
+    from robustnic.codecs.zoo import list_models
+
     rows = list_models()
     print(f"{'spec':<24} {'architecture':<22} {'N':>4} {'M':>4} {'metric':<8} {'lambda':>8} {'bpp':>7} {'PSNR':>7}")
     for r in rows:

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from robustnic.cli.commands import help_of
 from robustnic.cli.common import add_study_options, images_and_crop, print_json, study_kwargs
-from robustnic.report import run_study
-from robustnic.studies import ResultStore, latest_rows
-from robustnic.studies.presets import recompression_spec
-from robustnic.studies.recompression import recompression_series
 
 
 def _ints(text: str) -> list[int]:
@@ -17,7 +14,7 @@ def _ints(text: str) -> list[int]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("recompress", help="recompression study: N generations of encode/decode vs JPEG/WebP")
+    p = sub.add_parser("recompress", help=help_of("recompress"))
     p.add_argument("--model", "-m", action="append", required=True, help="codec spec; repeatable")
     p.add_argument("--defense", action="append", default=None,
                    help="also run each model through this defense (e.g. ensemble); repeatable")
@@ -30,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustnic.report import run_study
+    from robustnic.studies import ResultStore, latest_rows
+    from robustnic.studies.presets import recompression_spec
+    from robustnic.studies.recompression import recompression_series
+
     spec = recompression_spec(
         args.model, generations=args.generations, match=args.match, snapshots=tuple(_ints(args.snapshots)),
         classical=tuple(c for c in args.classical.split(",") if c), defenses=tuple(["none", *(args.defense or [])]),

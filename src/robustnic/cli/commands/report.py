@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from robustnic.report import build_report
+from robustnic.cli.commands import help_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write a self-contained HTML report (+ results.csv/json) from a store")
+    p = sub.add_parser("report", help=help_of("report"))
     p.add_argument("store", help="SQLite results store written by robustnic bench")
     p.add_argument("--out", "-o", default="report", help="output folder (default ./report)")
     p.add_argument("--title", default="robustnic report", help="page title")
@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustnic.report import build_report
+
     path = build_report(args.store, args.out, title=args.title, max_panels=args.max_panels)
     print(f"report: {path.resolve()}")
     return 0

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from robustnic.cli.commands import help_of
 from robustnic.cli.common import add_device, print_json
 from robustnic.codecs.architectures import ARCHITECTURES, LAMBDAS
-from robustnic.training import TrainConfig, Trainer, export_model
+from robustnic.training.config import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
-    p = sub.add_parser("train", help="train a codec (resumes from OUT/last.pth.tar when present)")
+    p = sub.add_parser("train", help=help_of("train"))
     p.add_argument("--arch", default=d.architecture, choices=list(ARCHITECTURES))
     p.add_argument("--N", type=int, default=d.N, help="channel width N")
     p.add_argument("--M", type=int, default=d.M, help="latent width M")
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_device(p)
     p.set_defaults(func=run_train)
 
-    p = sub.add_parser("export", help="turn a training checkpoint into a shippable model file")
+    p = sub.add_parser("export", help=help_of("export"))
     p.add_argument("checkpoint")
     p.add_argument("--out", "-o", required=True)
     p.add_argument("--full-precision", action="store_true", help="keep fp32 weights (default fp16)")
@@ -63,6 +64,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from robustnic.training.rd import Trainer
+
     trainer = Trainer(config_from_args(args), args.out, device=args.device, progress=not args.no_progress)
     if trainer.resumed:
         print(f"resuming {args.out} at step {trainer.step}")
@@ -73,5 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from robustnic.training.export import export_model
+
     print_json(export_model(args.checkpoint, args.out, half=not args.full_precision, scale_levels=args.scale_levels))
     return 0

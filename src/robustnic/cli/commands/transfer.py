@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from robustnic.cli.commands import help_of
 from robustnic.cli.common import add_study_options, images_and_crop, print_json, study_kwargs
-from robustnic.report import run_study
-from robustnic.studies import ResultStore, TransferMatrix, latest_rows
-from robustnic.studies.presets import transfer_spec
-from robustnic.studies.transfer import mean_matrix
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("transfer", help="transfer matrices: crafted on model/image A, decoded by model B / added to image B")
+    p = sub.add_parser("transfer", help=help_of("transfer"))
     p.add_argument("--model", "-m", action="append", required=True, help="model to craft on (learned codec); repeatable")
     p.add_argument("--target", "-t", action="append", default=None,
                    help="codec that decodes the adversarial images (default: the -m models and jpeg:q75); repeatable")
@@ -25,6 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustnic.report import run_study
+    from robustnic.studies import ResultStore, TransferMatrix, latest_rows
+    from robustnic.studies.presets import transfer_spec
+    from robustnic.studies.transfer import mean_matrix
+
     targets = args.target or [*args.model, "jpeg:q75"]
     spec = transfer_spec(args.model, targets, attack=args.attack, budget=args.budget, steps=args.steps,
                          cross_image=not args.no_cross_image, **images_and_crop(args))
