@@ -11,7 +11,7 @@
    attacked reconstruction vs the clean one (Chen & Ma's objective; lower = more damage), vs the
    source, and ΔPSNR (VI). Goal: ``paper`` reaches the reference's damage in <= 100 steps.
 
-    .venv/bin/python benchmarks/attack_speed.py --model hyperprior-small:q2 --crop 128
+    .venv/bin/python benchmarks/attack_speed.py --model hyperprior-small:q3 --crop 128
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def mean(rows, key):
 def main() -> None:
     warnings.filterwarnings("ignore")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="hyperprior-small:q2")
+    p.add_argument("--model", default="hyperprior-small:q3")
     p.add_argument("--crop", type=int, default=128, help="centre crop of the bundled photos (default 128)")
     p.add_argument("--photos", nargs="*", default=None, help="bundled photo names (default: all six)")
     p.add_argument("--budget", action="append", default=None, help="repeatable (default psnr:40 and psnr:30)")

@@ -5,7 +5,7 @@ image, :func:`robustnic.attacks.verify_attack`); means over the bundled held-out
 (centre crops). Iterative methods run ``--steps`` steps (default 100); ``paper-reference`` runs
 its own faithful 1001-step schedule unless ``--reference-steps`` says otherwise.
 
-    .venv/bin/python benchmarks/attack_table.py --model hyperprior-small:q2 --crop 128
+    .venv/bin/python benchmarks/attack_table.py --model hyperprior-small:q3 --crop 128
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ COLUMNS = [
 def main() -> None:
     warnings.filterwarnings("ignore")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="hyperprior-small:q2")
+    p.add_argument("--model", default="hyperprior-small:q3")
     p.add_argument("--crop", type=int, default=128, help="centre crop of the bundled photos (default 128)")
     p.add_argument("--photos", nargs="*", default=None, help="bundled photo names (default: all six)")
     p.add_argument("--methods", nargs="*", default=list(ATTACKS))

@@ -2,7 +2,7 @@
 
     python benchmarks/coded_rate_speed.py [--model SPEC ...] [--crop H W]
 
-For each model (default: the shipped mbt2018, ``joint-small:q2``) and held-out photo, times
+For each model (default: the shipped mbt2018, ``joint-small:q3``) and held-out photo, times
 ``coded_likelihoods`` (the fixed point of ``robustnic.codecs.autoregressive``) against CompressAI's
 serial ``decompress`` of the same image's bitstream (the other way to learn the decoded latents),
 checks that both give the same reconstruction, and prints a Markdown table with the ratio.
@@ -24,14 +24,14 @@ from robustnic.data.photos import bundled_photos
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", action="append", help="context-model spec (default: joint-small:q2)")
+    p.add_argument("--model", action="append", help="context-model spec (default: joint-small:q3)")
     p.add_argument("--crop", type=int, nargs=2, default=(256, 384), metavar=("H", "W"))
     args = p.parse_args()
     torch.set_num_threads(1)
     photos = bundled_photos(crop=tuple(args.crop))
     print("| model | image | sweeps | fixed point (s) | serial decompress (s) | ratio | max abs diff of x_hat |")
     print("|---|---|---|---|---|---|---|")
-    for spec in args.model or ["joint-small:q2"]:
+    for spec in args.model or ["joint-small:q3"]:
         net = load_codec(spec).net
         for name, x in photos.items():
             xp, _ = pad_to_multiple(x, PAD_MULTIPLE)

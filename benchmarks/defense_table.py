@@ -36,15 +36,13 @@ from robustnic.metrics import psnr
 from robustnic.metrics.bd import bd_psnr, bd_rate
 from robustnic.utils.io import atomic_write_text
 
-BASE = "hyperprior-small:q2"
+BASE = "hyperprior-small:q3"
 DEFAULT_ENTRIES = (
-    [f"vanilla q{q}=hyperprior-small:q{q}" for q in (1, 2, 3)]
-    + [f"ensemble q2={BASE}|ensemble"]
-    + [f"{p} q2={BASE}|{p}" for p in DEFAULT_PURIFIERS]
-    + [f"robust q{q}=hyperprior-small-robust:q{q}" for q in (1, 2, 3)]
-    + ["vanilla factorized=factorized-small:q2", "robust factorized=factorized-small-robust:q2"]
-    + ["robust+jpeg:q90 q2=hyperprior-small-robust:q2|jpeg:q90", "robust+ensemble q2=hyperprior-small-robust:q2|ensemble"]
-    + ["vanilla long q5=hyperprior-long:q5"]
+    [f"vanilla q3={BASE}", f"ensemble q3={BASE}|ensemble"]
+    + [f"{p} q3={BASE}|{p}" for p in DEFAULT_PURIFIERS]
+    + ["robust q3=hyperprior-small-robust:q3"]
+    + ["vanilla factorized=factorized-small:q3", "robust factorized=factorized-small-robust:q3"]
+    + ["robust+jpeg:q90 q3=hyperprior-small-robust:q3|jpeg:q90", "robust+ensemble q3=hyperprior-small-robust:q3|ensemble"]
 )
 
 

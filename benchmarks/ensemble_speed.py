@@ -7,7 +7,7 @@ for proxy searches, then compares each proxy's choice with the exhaustive choice
 (%) and the PSNR lost to the exhaustive choice (dB, real decoded images). Times are the minimum
 over ``--repeats`` runs (the least disturbed by other processes), one CPU thread.
 
-    .venv/bin/python benchmarks/ensemble_speed.py --model hyperprior-small:q2 --crop 256
+    .venv/bin/python benchmarks/ensemble_speed.py --model hyperprior-small:q3 --crop 256
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def parse_crop(text: str) -> int | tuple[int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="hyperprior-small:q2")
+    p.add_argument("--model", default="hyperprior-small:q3")
     p.add_argument("--crop", default="256", help="centre crop, N or HxW (default 256)")
     p.add_argument("--budget", default="psnr:35", help="budget of the attack on the plain model")
     p.add_argument("--attack-steps", type=int, default=50)

@@ -8,8 +8,8 @@
    the full attack (``paper``, 100 steps) on held-out centre crops and measures clean RD on the
    full held-out photos - all on real bitstreams.
 
-    .venv/bin/python benchmarks/finetune_cost.py timing --model hyperprior-small:q2
-    .venv/bin/python benchmarks/finetune_cost.py compare --model hyperprior-small:q2 --ks 1 3 10 --steps 300
+    .venv/bin/python benchmarks/finetune_cost.py timing --model hyperprior-small:q3
+    .venv/bin/python benchmarks/finetune_cost.py compare --model hyperprior-small:q3 --ks 1 3 10 --steps 300
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def compare(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=["timing", "compare"])
-    p.add_argument("--model", default="hyperprior-small:q2")
+    p.add_argument("--model", default="hyperprior-small:q3")
     p.add_argument("--ks", type=int, nargs="*", default=[1, 3, 10], help="inner attack lengths (none: only --extra)")
     p.add_argument("--steps", type=int, default=300, help="compare: fine-tuning steps per run")
     p.add_argument("--ramp-steps", type=int, default=100)

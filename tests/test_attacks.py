@@ -327,7 +327,7 @@ def trained():
     shipped = sorted(spec for spec in read_manifest() if spec.startswith("hyperprior-small"))
     if shipped:
         return load_codec(shipped[0])
-    checkpoint = Path(__file__).resolve().parent.parent / "runs/zoo/hyperprior-small-q2/last.pth.tar"
+    checkpoint = Path(__file__).resolve().parent.parent / "runs/zoo/hyperprior-small-q3/last.pth.tar"
     if checkpoint.is_file():
         return load_codec(str(checkpoint))
     pytest.skip("no trained hyperprior-small model is shipped (src/robustnic/weights) or being trained")

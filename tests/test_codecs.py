@@ -120,6 +120,42 @@ def test_every_manifest_row_ships_its_file():
     assert not stray, f"weights without a manifest row: {sorted(stray)}"
 
 
+def test_quality_labels_are_compressai_lambdas():
+    """``family:qK`` is trained at CompressAI's λ for quality K, in every shipped family."""
+    from robustnic.codecs.architectures import LAMBDAS
+
+    for spec, row in read_manifest().items():
+        assert row.info["lambda"] == pytest.approx(LAMBDAS[row.metric][row.quality]), spec
+
+
+def test_pre_0_2_labels_resolve_with_one_deprecation_message():
+    import warnings
+
+    from robustnic.codecs.zoo import LabelDeprecationWarning, ShippedModel, resolve_shipped_spec
+
+    def row(family: str, q: int) -> ShippedModel:
+        return ShippedModel(family, q, "bmshj2018-hyperprior", 64, 96, "mse", "f", "s", {"lambda": q / 100})
+
+    manifest = {r.spec: r for r in [row("hyperprior-small", 3), row("hyperprior-long", 3), row("hyperprior-long", 4),
+                                      row("brand-new", 2)]}
+    with pytest.warns(LabelDeprecationWarning, match="pre-0.2 label of hyperprior-small:q3") as record:
+        assert resolve_shipped_spec("hyperprior-small:q2", manifest) == "hyperprior-small:q3"
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    # a label that exists under both conventions means the new model, and says where the old one went
+    with pytest.warns(LabelDeprecationWarning, match="labelled q3 before 0.2 is hyperprior-long:q4"):
+        assert resolve_shipped_spec("hyperprior-long:q3", manifest) == "hyperprior-long:q3"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_shipped_spec("hyperprior-long:q4", manifest) == "hyperprior-long:q4"
+        assert resolve_shipped_spec("hyperprior-small:q3", manifest) == "hyperprior-small:q3"
+        assert resolve_shipped_spec("hyperprior-long", manifest) == "hyperprior-long:q4"
+        with pytest.raises(CodecLoadError, match="no shipped model"):
+            resolve_shipped_spec("brand-new:q1", manifest)  # families new in 0.2 have no old labels
+    with pytest.warns(LabelDeprecationWarning):
+        codec = load_codec("hyperprior-small:q2")
+    assert codec.name == "hyperprior-small:q3" and codec.quality == 3
+
+
 def test_spec_errors_are_clear():
     with pytest.raises(CodecLoadError, match="no shipped model"):
         load_codec("no-such-model:q1")

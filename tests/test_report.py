@@ -35,12 +35,12 @@ def store(tmp_path_factory):
     ra[..., 30:40, 5:15] = 1.0  # the attacked reconstruction differs here
     with ResultStore(path) as s:
         for i, (model, q, bpp, p) in enumerate([("jpeg:q30", 30, 0.9, 28.0), ("jpeg:q70", 70, 1.6, 33.0),
-                                                ("hyperprior-small:q2", 2, 0.4, 30.5)]):
+                                                ("hyperprior-small:q3", 2, 0.4, 30.5)]):
             s.put(Row(f"rd{i}", "rd", {"kind": "rd", "model": model, "defense": "none", "crop": 48,
                                          "image": {"name": "a"}}, "v1",
                       {"bpp": bpp, "bpp-file": bpp + 0.01, "psnr-rgb": p, "ms-ssim-rgb": None}))
         for i, (budget, out) in enumerate([("psnr:30", 17.5), ("psnr:40", 23.25), ("psnr:50", 29.0)]):
-            config = {"kind": "attack", "model": "hyperprior-small:q2", "defense": "none", "attack": "paper",
+            config = {"kind": "attack", "model": "hyperprior-small:q3", "defense": "none", "attack": "paper",
                       "budget": budget, "objective": "distortion", "standin": "none", "steps": 10,
                       "adaptive": False, "crop": 48, "seed": 0, "image": {"name": "a"}}
             result = {"psnr-in": float(budget[5:]), "psnr-clean": 30.5, "psnr-out": out, "psnr-drop": 30.5 - out,
@@ -49,8 +49,8 @@ def store(tmp_path_factory):
                 Artifact("source.png", png_bytes(x)), Artifact("adversarial.png", png_bytes(x_adv)),
                 Artifact("reconstruction-clean.png", png_bytes(rc)),
                 Artifact("reconstruction-adversarial.png", png_bytes(ra))])
-        for i, (model, match, ps) in enumerate([("hyperprior-small:q2", None, [30.0, 27.0, 24.0]),
-                                                ("jpeg:match", "hyperprior-small:q2", [29.0, 28.9, 28.9])]):
+        for i, (model, match, ps) in enumerate([("hyperprior-small:q3", None, [30.0, 27.0, 24.0]),
+                                                ("jpeg:match", "hyperprior-small:q3", [29.0, 28.9, 28.9])]):
             config = {"kind": "recompression", "model": model, "defense": "none", "generations": 3, "crop": 48,
                       "seed": 0, "snapshots": [1, 3], "image": {"name": "a"}}
             result = {"codec": "jpeg:q12" if match else model, "psnr": ps, "bpp": [0.4, 0.41, 0.42]}
@@ -61,7 +61,7 @@ def store(tmp_path_factory):
                 Artifact("generation-000.png", png_bytes(x)), Artifact("generation-001.png", png_bytes(rc)),
                 Artifact("generation-003.png", png_bytes(ra))])
         matrix = TransferMatrix(["a", "b"], ["a", "b"], {"psnr-drop": [[7.0, 1.5], [2.0, 6.0]]})
-        s.put(Row("ti", "transfer-image", {"kind": "transfer-image", "model": "hyperprior-small:q2",
+        s.put(Row("ti", "transfer-image", {"kind": "transfer-image", "model": "hyperprior-small:q3",
                                            "defense": "none", "attack": "paper", "budget": "psnr:40"}, "v1",
                   matrix.as_dict()))
     return path
@@ -92,7 +92,7 @@ def test_report_numbers_come_from_the_store(report):
     assert "23.25" in page  # psnr-out at 40 dB
     # AUC of (30, 17.5), (40, 23.25), (50, 29.0): a straight line, mean 23.25
     assert re.search(r"<td[^>]*>psnr</td><td[^>]*>30–50</td><td>3</td><td>1</td><td>23\.25</td>", page)
-    assert "jpeg (bpp-matched to hyperprior-small:q2)" in page and "<td>12</td>" in page
+    assert "jpeg (bpp-matched to hyperprior-small:q3)" in page and "<td>12</td>" in page
     with open(report / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 + 3 + 2 + 1 and {r["kind"] for r in rows} == {"rd", "attack", "recompression", "transfer-image"}
@@ -119,7 +119,7 @@ def test_panel_zooms_where_the_reconstructions_differ():
 
 
 def test_codec_family_drops_the_quality():
-    assert family("jpeg:q50") == "jpeg" and family("hyperprior-small:q2") == "hyperprior-small"
+    assert family("jpeg:q50") == "jpeg" and family("hyperprior-small:q3") == "hyperprior-small"
     assert family("bmshj2018-hyperprior:3:mse") == "bmshj2018-hyperprior:mse"
 
 
@@ -141,6 +141,6 @@ def test_rows_of_newer_code_supersede_older_ones_in_the_report(tmp_path):
 def test_strip_label_names_the_codec_once():
     from robustnic.report.html import strip_label
 
-    assert strip_label("hyperprior-small:q2 +ensemble", "hyperprior-small:q2+ensemble") == "hyperprior-small:q2 +ensemble"
-    assert strip_label("jpeg (bpp-matched to hyperprior-small:q2)", "jpeg:q31") == (
-        "jpeg\n(matched to hyperprior-small:q2)\njpeg:q31")
+    assert strip_label("hyperprior-small:q3 +ensemble", "hyperprior-small:q3+ensemble") == "hyperprior-small:q3 +ensemble"
+    assert strip_label("jpeg (bpp-matched to hyperprior-small:q3)", "jpeg:q31") == (
+        "jpeg\n(matched to hyperprior-small:q3)\njpeg:q31")

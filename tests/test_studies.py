@@ -170,8 +170,8 @@ def test_robust_models_are_found_by_family_or_note_not_by_rd_finetunes():
         return ShippedModel(family, q, "bmshj2018-hyperprior", 64, 96, "mse", "f", "s", {"note": note})
 
     manifest = {
-        "hyperprior-small:q1": shipped("hyperprior-small", 1, "fine-tuned from hyperprior-small:q2 at a lower lambda"),
-        "hyperprior-small:q2": shipped("hyperprior-small", 2, "trained from scratch"),
+        "hyperprior-small:q2": shipped("hyperprior-small", 2, "fine-tuned from hyperprior-small:q3 at a lower lambda"),
+        "hyperprior-small:q3": shipped("hyperprior-small", 2, "trained from scratch"),
         "hyperprior-robust:q2": shipped("hyperprior-robust", 2, "robustnic finetune"),
         "mean-small-adv:q2": shipped("mean-small-adv", 2, "adversarially fine-tuned at psnr:35"),
     }

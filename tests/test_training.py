@@ -124,7 +124,7 @@ def test_export_with_a_finer_scale_table(tmp_path, photo):
         fine.decompress(coarse.compress(x))
 
 
-@pytest.mark.parametrize("spec", ["mean-small:q2", "joint-small:q2"])
+@pytest.mark.parametrize("spec", ["mean-small:q3", "joint-small:q3"])
 def test_shipped_mean_scale_models_code_close_to_their_estimate(spec):
     from robustnic.codecs.evaluate import evaluate_codec
 

@@ -145,7 +145,7 @@ class SelfEnsembleCodec(DefendedCodec):
             it cheap: 64 for CompressAI models).
         attack_mode: what :meth:`forward` differentiates: ``"chosen"``, ``"eot"`` or ``"identity"``.
 
-    >>> ens = SelfEnsembleCodec(load_codec("hyperprior-small:q2"), search="proxy")   # doctest: +SKIP
+    >>> ens = SelfEnsembleCodec(load_codec("hyperprior-small:q3"), search="proxy")   # doctest: +SKIP
     >>> coded = ens.roundtrip(x)            # coded.bpp includes the 3-bit index   # doctest: +SKIP
     """
 

@@ -222,7 +222,7 @@ def parse_purifier(spec: str | Purifier) -> Purifier:
 class PurifiedCodec(DefendedCodec):
     """Purify, then code with ``codec``: a :class:`Codec` whose forward an attack can go through.
 
-    >>> codec = PurifiedCodec(load_codec("hyperprior-small:q2"), "jpeg:q90")   # doctest: +SKIP
+    >>> codec = PurifiedCodec(load_codec("hyperprior-small:q3"), "jpeg:q90")   # doctest: +SKIP
     >>> coded = codec.roundtrip(x)   # compare coded.x_hat with x for the clean RD cost  # doctest: +SKIP
     """
 

@@ -3,7 +3,7 @@
 Each robust model is made by ``robustnic finetune`` from a shipped model (the command is in its
 manifest row); this module exports the finished run's checkpoint into ``weights/robust/``, evaluates
 it on the held-out photos from real bitstreams and writes its manifest row (atomic, locked), so the
-model card (``python -m robustnic.training.card``) and ``load_codec("hyperprior-small-robust:q2")``
+model card (``python -m robustnic.training.card``) and ``load_codec("hyperprior-small-robust:q3")``
 see it.
 """
 
@@ -20,10 +20,8 @@ from robustnic.training.zoo import command_line, record_row
 
 #: (family, quality, the shipped model it was fine-tuned from, its ``robustnic finetune --out`` folder)
 ROBUST_PLAN = [
-    ("hyperprior-small-robust", 1, "hyperprior-small:q1", "runs/finetune/hyperprior-small-q1"),
-    ("hyperprior-small-robust", 2, "hyperprior-small:q2", "runs/finetune/hyperprior-small-q2-v2"),
-    ("hyperprior-small-robust", 3, "hyperprior-small:q3", "runs/finetune/hyperprior-small-q3"),
-    ("factorized-small-robust", 2, "factorized-small:q2", "runs/finetune/factorized-small-q2"),
+    ("hyperprior-small-robust", 2, "hyperprior-small:q3", "runs/finetune/hyperprior-small-q3-v2"),
+    ("factorized-small-robust", 2, "factorized-small:q3", "runs/finetune/factorized-small-q3"),
 ]
 #: FinetuneConfig fields written into each row's command line (option = ``--`` + field with dashes).
 COMMAND_FIELDS = ("batch_size", "patch_size", "lr", "attack", "attack_steps", "budget", "ramp_steps", "adv_fraction",

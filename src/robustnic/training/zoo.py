@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from robustnic.codecs.architectures import LAMBDAS
 from robustnic.codecs.evaluate import evaluate_codec
 from robustnic.codecs.zoo import WEIGHTS_DIR, load_shipped
 from robustnic.data.photos import bundled_photos
@@ -26,12 +27,14 @@ from robustnic.training.rd import TrainConfig, Trainer
 from robustnic.utils.io import atomic_write_text
 
 RUNS = Path("runs/zoo")
-BASE = str(RUNS / "hyperprior-small-q2" / Trainer.CHECKPOINT)
-LONG = str(RUNS / "hyperprior-long-q2" / Trainer.CHECKPOINT)
+BASE = str(RUNS / "hyperprior-small-q3" / Trainer.CHECKPOINT)
+LONG = str(RUNS / "hyperprior-long-q3" / Trainer.CHECKPOINT)
 
 
 @dataclass
 class PlannedModel:
+    """One shipped model: ``family:qK`` where K is CompressAI's quality (λ = ``LAMBDAS[metric][K]``)."""
+
     family: str
     quality: int
     config: TrainConfig
@@ -49,45 +52,52 @@ class PlannedModel:
         return RUNS / f"{self.family}-q{self.quality}"
 
 
-def _cfg(**kw) -> TrainConfig:
+def _cfg(quality: int, metric: str = "mse", **kw) -> TrainConfig:
     base = dict(N=64, M=96, batch_size=8, patch_size=128, val_every=1000, checkpoint_every=200, threads=1, seed=0)
-    return TrainConfig(**(base | kw))
+    return TrainConfig(**(base | {"metric": metric, "lmbda": LAMBDAS[metric][quality]} | kw))
 
 
 _DERIVED = dict(steps=1200, lr=1e-4, lr_drops=[(0.75, 0.3)], init_from=BASE)
+HYPERPRIOR = "bmshj2018-hyperprior"
+#: The high-rate hyperpriors (CompressAI's qualities 5-8) use a wider latent, as CompressAI widens M at
+#: its high qualities; the wider model starts as the same function as hyperprior-long:q3 (see
+#: :func:`robustnic.training.rd.warm_start`).
+_HIGH_RATE = dict(architecture=HYPERPRIOR, M=192, steps=12000, lr=3e-4, lr_drops=[(0.7, 0.3), (0.9, 0.3)],
+                  init_from="hyperprior-long:q3")
+_HIGH_RATE_DERIVED = dict(architecture=HYPERPRIOR, M=192, steps=3000, lr=1e-4, lr_drops=[(0.75, 0.3)])
 
 PLAN: list[PlannedModel] = [
-    PlannedModel("hyperprior-small", 2, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0067, steps=6000, lr=3e-4,
+    PlannedModel("hyperprior-small", 3, _cfg(3, architecture=HYPERPRIOR, steps=6000, lr=3e-4,
                                              lr_drops=[(0.7, 0.3), (0.9, 0.3)]), "trained from scratch"),
-    PlannedModel("hyperprior-small", 1, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0035, **_DERIVED),
-                 "fine-tuned from hyperprior-small:q2 at a lower lambda"),
-    PlannedModel("hyperprior-small", 3, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.013, **_DERIVED | {"steps": 800}),
-                 "fine-tuned from hyperprior-small:q2 at a higher lambda"),
-    PlannedModel("factorized-small", 2, _cfg(architecture="bmshj2018-factorized", lmbda=0.0067, **_DERIVED | {"lr": 2e-4}),
-                 "g_a/g_s initialised from hyperprior-small:q2"),
-    PlannedModel("mean-small", 2, _cfg(architecture="mbt2018-mean", lmbda=0.0067, **_DERIVED | {"lr": 2e-4, "steps": 800}),
-                 "g_a/g_s initialised from hyperprior-small:q2; 256-level scale table", scale_levels=256),
-    PlannedModel("joint-small", 2, _cfg(architecture="mbt2018", lmbda=0.0067, **_DERIVED | {"lr": 2e-4, "steps": 400}),
-                 "g_a/g_s initialised from hyperprior-small:q2; 256-level scale table", scale_levels=256),
-    # Longer-trained hyperprior: hyperprior-small:q2's run continued from step 6000 to 11000 (copy
-    # runs/zoo/hyperprior-small-q2/last.pth.tar into runs/zoo/hyperprior-long-q2/ first: the build resumes
-    # it, optimizer state included), then q1/q3 derived from it as above.
-    PlannedModel("hyperprior-long", 2, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0067, steps=11000, lr=1e-4,
-                                            lr_drops=[(0.9, 0.3)]),
-                 "hyperprior-small:q2's run continued from step 6000 to 11000 at lr 1e-4 (first copy runs/zoo/hyperprior-small-q2/last.pth.tar into runs/zoo/hyperprior-long-q2/; the command below resumes it)"),
-    PlannedModel("hyperprior-long", 1, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0035,
-                                            **_DERIVED | {"init_from": LONG}),
-                 "fine-tuned from hyperprior-long:q2 at a lower lambda"),
-    PlannedModel("hyperprior-long", 3, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.013,
-                                            **_DERIVED | {"steps": 800, "init_from": LONG}),
-                 "fine-tuned from hyperprior-long:q2 at a higher lambda"),
-    # A high rate (lambda 0.0483, CompressAI's q6), where the paper finds learned codecs most fragile.
-    PlannedModel("hyperprior-long", 5, _cfg(architecture="bmshj2018-hyperprior", lmbda=0.0483,
-                                            **_DERIVED | {"steps": 2000, "lr": 2e-4, "init_from": LONG}),
-                 "fine-tuned from hyperprior-long:q2 at a high lambda"),
-    PlannedModel("hyperprior-ssim", 2, _cfg(architecture="bmshj2018-hyperprior", metric="ms-ssim", lmbda=8.73,
-                                            batch_size=4, patch_size=192, **_DERIVED | {"steps": 300}),
-                 "MS-SSIM loss, fine-tuned from hyperprior-small:q2"),
+    PlannedModel("factorized-small", 3, _cfg(3, architecture="bmshj2018-factorized", **_DERIVED | {"lr": 2e-4}),
+                 "g_a/g_s initialised from hyperprior-small:q3"),
+    PlannedModel("mean-small", 3, _cfg(3, architecture="mbt2018-mean", **_DERIVED | {"lr": 2e-4, "steps": 800}),
+                 "g_a/g_s initialised from hyperprior-small:q3; 256-level scale table", scale_levels=256),
+    PlannedModel("joint-small", 3, _cfg(3, architecture="mbt2018", **_DERIVED | {"lr": 2e-4, "steps": 400}),
+                 "g_a/g_s initialised from hyperprior-small:q3; 256-level scale table", scale_levels=256),
+    # Longer-trained hyperprior: hyperprior-small:q3's run continued from step 6000 to 11000 (copy
+    # runs/zoo/hyperprior-small-q3/last.pth.tar into runs/zoo/hyperprior-long-q3/ first: the build resumes
+    # it, optimizer state included), then q2/q4 derived from it as above.
+    PlannedModel("hyperprior-long", 3, _cfg(3, architecture=HYPERPRIOR, steps=11000, lr=1e-4, lr_drops=[(0.9, 0.3)]),
+                 "hyperprior-small:q3's run continued from step 6000 to 11000 at lr 1e-4 (first copy runs/zoo/hyperprior-small-q3/last.pth.tar into runs/zoo/hyperprior-long-q3/; the command below resumes it)"),
+    PlannedModel("hyperprior-long", 2, _cfg(2, architecture=HYPERPRIOR, **_DERIVED | {"init_from": LONG}),
+                 "fine-tuned from hyperprior-long:q3 at a lower lambda"),
+    PlannedModel("hyperprior-long", 4, _cfg(4, architecture=HYPERPRIOR, **_DERIVED | {"steps": 800, "init_from": LONG}),
+                 "fine-tuned from hyperprior-long:q3 at a higher lambda"),
+    # High rates, where the paper finds learned codecs most fragile.
+    PlannedModel("hyperprior-long", 8, _cfg(8, **_HIGH_RATE),
+                 "high rate, M=192: widened from hyperprior-long:q3 (function-preserving), then trained at λ 0.18"),
+    PlannedModel("hyperprior-long", 6, _cfg(6, **_HIGH_RATE),
+                 "high rate, M=192: widened from hyperprior-long:q3 (function-preserving), then trained at λ 0.0483"),
+    PlannedModel("hyperprior-long", 7, _cfg(7, **_HIGH_RATE_DERIVED,
+                                            init_from=str(RUNS / "hyperprior-long-q8" / Trainer.CHECKPOINT)),
+                 "high rate, M=192: fine-tuned from hyperprior-long:q8 at λ 0.0932"),
+    PlannedModel("hyperprior-long", 5, _cfg(5, **_HIGH_RATE_DERIVED,
+                                            init_from=str(RUNS / "hyperprior-long-q6" / Trainer.CHECKPOINT)),
+                 "high rate, M=192: fine-tuned from hyperprior-long:q6 at λ 0.025"),
+    PlannedModel("hyperprior-ssim", 3, _cfg(3, metric="ms-ssim", architecture=HYPERPRIOR, batch_size=4, patch_size=192,
+                                            **_DERIVED | {"steps": 300}),
+                 "MS-SSIM loss, fine-tuned from hyperprior-small:q3"),
 ]
 
 
