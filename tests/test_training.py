@@ -176,3 +176,37 @@ def test_warm_start_into_wider_model_keeps_the_function(tmp_path, photo, arch):
     fresh.eval()
     with torch.no_grad():
         assert not torch.allclose(a, fresh(x)["x_hat"], atol=1e-3)
+
+
+def test_card_attack_damage_is_measured_on_real_bitstreams():
+    from robustnic.training.card import attack_damage
+
+    photos = bundled_photos(["astronaut", "chelsea"], crop=64)
+    result = attack_damage(load_codec("hyperprior-small:q3"), photos, ["psnr:30", "psnr:40"], steps=5)
+    assert set(result) == {"psnr:30", "psnr:40"}
+    for budget, row in result.items():
+        assert row["budget-ok"] and row["psnr-in"] >= float(budget.split(":")[1]) - 0.01
+        assert row["psnr-drop"] == pytest.approx(row["psnr-clean"] - row["psnr-out"])
+    assert result["psnr:30"]["psnr-drop"] > result["psnr:40"]["psnr-drop"] > 0
+
+
+def test_card_attacks_only_models_whose_weights_or_setup_changed(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import robustnic.training.card as card
+    from robustnic.codecs.zoo import WEIGHTS_DIR, read_manifest
+
+    row = read_manifest()["hyperprior-small:q3"].info
+    shutil.copy(WEIGHTS_DIR / row["file"], tmp_path / row["file"])
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": [{k: v for k, v in row.items() if k != "vulnerability"}]}))
+    calls = []
+    monkeypatch.setattr(card, "attack_damage", lambda codec, photos, budgets, steps, seed:
+                        calls.append(codec.name) or {b: {"psnr-drop": 1.0} for b in budgets})
+    setup = card.VULNERABILITY | {"crop": 64}
+    assert card.record_vulnerability(tmp_path, setup, progress=False) == 1
+    stored = read_manifest(tmp_path)["hyperprior-small:q3"].info["vulnerability"]
+    assert stored["setup"] == setup and stored["results"]["psnr:40"] == {"psnr-drop": 1.0}
+    assert card.record_vulnerability(tmp_path, setup, progress=False) == 0  # up to date: nothing attacked
+    assert card.record_vulnerability(tmp_path, setup | {"steps": 7}, progress=False) == 1  # new setup
+    assert calls == ["hyperprior-small:q3", "hyperprior-small:q3"]

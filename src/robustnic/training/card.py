@@ -2,29 +2,102 @@
 
 ``python -m robustnic.training.card`` evaluates JPEG and WebP (Pillow) on the same held-out photos,
 computes BD-rates of each shipped family against them, the gap between real and estimated bpp,
-and writes ``weights/rd.png`` and ``weights/README.md``. All numbers come from real bitstreams.
+attacks every shipped model at 30 / 35 / 40 dB (:data:`VULNERABILITY`; the result is kept in its
+manifest row and recomputed only when the model or the setup changes) and writes ``weights/rd.png``
+and ``weights/README.md``. All numbers come from real bitstreams.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from robustnic.attacks.paper import PaperAttack  # noqa: E402
+from robustnic.attacks.verify import verify_attack  # noqa: E402
 from robustnic.codecs.classical import ClassicalCodec  # noqa: E402
 from robustnic.codecs.evaluate import evaluate_codec  # noqa: E402
 from robustnic.codecs.learned import COMPRESSAI_SCALE_LEVELS  # noqa: E402
-from robustnic.codecs.zoo import WEIGHTS_DIR, read_manifest  # noqa: E402
+from robustnic.codecs.base import Codec  # noqa: E402
+from robustnic.codecs.zoo import WEIGHTS_DIR, load_shipped, read_manifest  # noqa: E402
 from robustnic.data.photos import HELDOUT_PHOTOS, bundled_photos  # noqa: E402
 from robustnic.metrics.bd import bd_psnr, bd_rate  # noqa: E402
 from robustnic.utils.io import atomic_path, atomic_write_text  # noqa: E402
 
 CLASSICAL_QUALITIES = (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90)
+
+#: How the card measures each shipped model's vulnerability: Chen & Ma's attack on the held-out photos
+#: (centre crops, one batch), verified on real bitstreams.
+VULNERABILITY = {"method": "paper", "steps": 100, "budgets": ["psnr:30", "psnr:35", "psnr:40"], "crop": 256, "seed": 0}
+_DAMAGE_KEYS = ("psnr-clean", "psnr-out", "psnr-drop", "bpp-clean", "bpp-adv", "psnr-in")
+
+
+def attack_damage(codec: Codec, photos: dict[str, torch.Tensor], budgets: list[str], steps: int = 100,
+                  seed: int = 0) -> dict[str, dict]:
+    """Mean damage of the ``paper`` attack at each budget over ``photos`` (same-size crops, attacked as
+    one batch): ``{budget: {"psnr-clean", "psnr-out", "psnr-drop", "bpp-clean", "bpp-adv", "psnr-in",
+    "budget-ok"}}``, every number from real bitstreams of the 8-bit adversarial images."""
+    x = torch.cat(list(photos.values()))
+    attack = PaperAttack(codec, steps=steps, seed=seed)
+    out = {}
+    for budget, x_adv in attack.sweep(budgets, x).items():
+        rows = verify_attack(codec, x, x_adv, budget=budget)
+        out[budget] = {k: statistics.fmean(r[k] for r in rows) for k in _DAMAGE_KEYS}
+        out[budget]["budget-ok"] = all(r["budget-ok"] for r in rows)
+    return out
+
+
+def record_vulnerability(weights_dir: Path = WEIGHTS_DIR, setup: dict = VULNERABILITY, progress: bool = True) -> int:
+    """Attack every shipped model whose manifest row has no result for ``setup`` (or one measured on other
+    weights) and store it in the row (``"vulnerability"``); returns how many models were attacked."""
+    from robustnic.training.zoo import manifest_lock  # the zoo build imports this module
+
+    stale = [row for row in read_manifest(weights_dir).values()
+             if (row.info.get("vulnerability") or {}).get("setup") != setup
+             or row.info["vulnerability"].get("sha256") != row.sha256]
+    photos = bundled_photos(crop=setup["crop"])
+    for row in tqdm(stale, desc="attack shipped models", disable=not progress):
+        codec = load_shipped(row.spec, weights_dir=weights_dir)
+        result = {"setup": setup, "sha256": row.sha256,
+                  "results": attack_damage(codec, photos, setup["budgets"], setup["steps"], setup["seed"])}
+        with manifest_lock(weights_dir) as manifest:
+            for stored in manifest["models"]:
+                if (stored["family"], stored["quality"]) == (row.family, row.quality):
+                    stored["vulnerability"] = result
+    return len(stale)
+
+
+def vulnerability_section(manifest) -> list[str]:
+    """The attack's damage per model, ordered by family and rate: how vulnerability grows with rate."""
+    rows = [r for r in sorted(manifest.values(), key=lambda r: (r.family, r.quality)) if r.info.get("vulnerability")]
+    if not rows:
+        return []
+    setup = rows[0].info["vulnerability"]["setup"]
+    budgets = setup["budgets"]
+    lines = ["", "## Vulnerability vs rate", "",
+             f"Chen & Ma's attack (`{setup['method']}`, {setup['steps']} steps, seed {setup['seed']}) on the held-out photos, "
+             f"centre crops {setup['crop']}x{setup['crop']}, one batch; mean PSNR of the decoded attacked image against the "
+             "source and, in brackets, the drop from the clean reconstruction (real bitstreams of the 8-bit adversarial "
+             "images). Recomputed by `python -m robustnic.training.card` whenever a model's weights change.", "",
+             "| model | λ | clean bpp (crops) | clean PSNR (crops) | " + " | ".join(f"attacked @{b.split(':')[1]} dB" for b in budgets)
+             + " | bpp @" + budgets[-1].split(":")[1] + " dB |",
+             "|---|---|---|---|" + "---|" * len(budgets) + "---|"]
+    for row in rows:
+        res = row.info["vulnerability"]["results"]
+        first = res[budgets[0]]
+        cells = [f"{res[b]['psnr-out']:.2f} ({res[b]['psnr-drop']:.2f})" for b in budgets]
+        lines.append(f"| `{row.spec}` | {row.info.get('lambda')} | {first['bpp-clean']:.3f} | {first['psnr-clean']:.2f} | "
+                     + " | ".join(cells) + f" | {res[budgets[-1]]['bpp-adv']:.3f} |")
+    return lines
 
 
 def classical_curves(qualities=CLASSICAL_QUALITIES) -> dict[str, list[dict]]:
@@ -92,7 +165,7 @@ def write_card(weights_dir: Path = WEIGHTS_DIR) -> Path:
     for fam, rows in fams.items():
         if rows[0].metric == "mse":
             ax.plot([r.info["rd"]["bpp"] for r in rows], [r.info["rd"]["psnr-rgb"] for r in rows], "-o", label=fam)
-    ax.set_xlim(0, 1.6)
+    ax.set_xlim(0, max(2.2, *(r.info["rd"]["bpp"] + 0.1 for rows in fams.values() for r in rows)))
     ax.set_xlabel("bpp (real bitstreams)")
     ax.set_ylabel("PSNR-RGB (dB)")
     ax.set_title(f"Held-out photos ({', '.join(HELDOUT_PHOTOS)})", fontsize=9)
@@ -140,6 +213,7 @@ def write_card(weights_dir: Path = WEIGHTS_DIR) -> Path:
     for fam, rows in fams.items():
         if rows[0].metric == "mse":
             lines.append(f"| {fam} | {_bd(rows, curves['jpeg'])} | {_bd(rows, curves['webp'])} |")
+    lines += vulnerability_section(manifest)
     lines += robust_section(manifest, fams)
     lines += ["", "Classical reference points (mean over the held-out photos):", "",
               "| quality | JPEG bpp | JPEG PSNR | WebP bpp | WebP PSNR |", "|---|---|---|---|---|"]
@@ -157,7 +231,11 @@ def write_card(weights_dir: Path = WEIGHTS_DIR) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args(argv)
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--no-attacks", action="store_true", help="keep the stored vulnerability results, attack nothing")
+    args = p.parse_args(argv)
+    if not args.no_attacks:
+        record_vulnerability()
     print(write_card())
 
 

@@ -64,6 +64,7 @@ HYPERPRIOR = "bmshj2018-hyperprior"
 #: :func:`robustnic.training.rd.warm_start`).
 _HIGH_RATE = dict(architecture=HYPERPRIOR, M=192, steps=12000, lr=3e-4, lr_drops=[(0.7, 0.3), (0.9, 0.3)],
                   init_from="hyperprior-long:q3")
+Q8 = str(RUNS / "hyperprior-long-q8" / Trainer.CHECKPOINT)
 _HIGH_RATE_DERIVED = dict(architecture=HYPERPRIOR, M=192, steps=3000, lr=1e-4, lr_drops=[(0.75, 0.3)])
 
 PLAN: list[PlannedModel] = [
@@ -87,14 +88,12 @@ PLAN: list[PlannedModel] = [
     # High rates, where the paper finds learned codecs most fragile.
     PlannedModel("hyperprior-long", 8, _cfg(8, **_HIGH_RATE),
                  "high rate, M=192: widened from hyperprior-long:q3 (function-preserving), then trained at λ 0.18"),
-    PlannedModel("hyperprior-long", 6, _cfg(6, **_HIGH_RATE),
-                 "high rate, M=192: widened from hyperprior-long:q3 (function-preserving), then trained at λ 0.0483"),
-    PlannedModel("hyperprior-long", 7, _cfg(7, **_HIGH_RATE_DERIVED,
-                                            init_from=str(RUNS / "hyperprior-long-q8" / Trainer.CHECKPOINT)),
+    PlannedModel("hyperprior-long", 7, _cfg(7, **_HIGH_RATE_DERIVED, init_from=Q8),
                  "high rate, M=192: fine-tuned from hyperprior-long:q8 at λ 0.0932"),
-    PlannedModel("hyperprior-long", 5, _cfg(5, **_HIGH_RATE_DERIVED,
-                                            init_from=str(RUNS / "hyperprior-long-q6" / Trainer.CHECKPOINT)),
-                 "high rate, M=192: fine-tuned from hyperprior-long:q6 at λ 0.025"),
+    PlannedModel("hyperprior-long", 6, _cfg(6, **_HIGH_RATE_DERIVED, init_from=Q8),
+                 "high rate, M=192: fine-tuned from hyperprior-long:q8 at λ 0.0483"),
+    PlannedModel("hyperprior-long", 5, _cfg(5, **_HIGH_RATE_DERIVED, init_from=Q8),
+                 "high rate, M=192: fine-tuned from hyperprior-long:q8 at λ 0.025"),
     PlannedModel("hyperprior-ssim", 3, _cfg(3, metric="ms-ssim", architecture=HYPERPRIOR, batch_size=4, patch_size=192,
                                             **_DERIVED | {"steps": 300}),
                  "MS-SSIM loss, fine-tuned from hyperprior-small:q3"),
