@@ -84,3 +84,102 @@ def test_cli_attack_on_an_empty_folder_or_mismatched_target(folder, tmp_path, ca
     rc = main(["attack", "--model", TINY, "--images", str(folder), "--objective", "targeted", "--target", str(other),
                "--steps", "1", "--out", str(tmp_path / "o")])
     assert rc == 2 and "target" in capsys.readouterr().err
+
+
+# ----- resuming, progress -----------------------------------------------------------------------------
+def _attack_args(folder, out, *extra: str) -> list[str]:
+    return ["attack", "--model", TINY, "--images", str(folder), "--method", "paper", "--budget", "psnr:35",
+            "--steps", "2", "--batch-size", "1", "--no-progress", "--out", str(out), *extra]
+
+
+def _stable(row: dict) -> dict:
+    """A result row without its timings (they differ between runs)."""
+    return {k: v for k, v in row.items() if "time" not in k}
+
+
+def test_cli_attack_interrupted_keeps_finished_images_and_resumes(folder, tmp_path, monkeypatch, capsys):
+    import robustnic.attacks.runner as runner
+
+    real, calls = runner.verify_images, []
+
+    def verify(*args, **kwargs):
+        calls.append(1)
+        if interrupt_at and len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "verify_images", verify)
+    out = tmp_path / "out"
+    interrupt_at = 2  # Ctrl-C while the second image (second batch) is being verified
+    assert main(_attack_args(folder, out)) == 130
+    err = capsys.readouterr().err
+    assert "kept 1 finished result(s)" in err and "rerun the same command to resume" in err
+    kept = json.loads((out / "results.json").read_text())
+    assert [r["image"] for r in kept["rows"]] == ["chelsea"] and kept["summary"][0]["n"] == 1
+    assert (out / kept["rows"][0]["adversarial-png"]).is_file()
+    assert len((out / "results.csv").read_text().splitlines()) == 2
+
+    calls.clear()
+    interrupt_at = 0
+    assert main(_attack_args(folder, out)) == 0
+    assert len(calls) == 1, "the rerun attacks only the unfinished image"
+    assert "resuming" in capsys.readouterr().err
+    resumed = json.loads((out / "results.json").read_text())
+    assert [r["image"] for r in resumed["rows"]] == ["chelsea", "coffee"] and resumed["summary"][0]["n"] == 2
+    assert resumed["rows"][0] == kept["rows"][0]
+    with open(out / "results.csv") as f:
+        assert [r["image"] for r in csv.DictReader(f)] == ["chelsea", "coffee"]
+
+    # the same numbers as a run that was never interrupted
+    assert main(_attack_args(folder, tmp_path / "fresh")) == 0
+    fresh = json.loads((tmp_path / "fresh" / "results.json").read_text())
+    assert [_stable(r) for r in fresh["rows"]] == [_stable(r) for r in resumed["rows"]]
+
+    # a finished run reruns nothing
+    calls.clear()
+    assert main(_attack_args(folder, out)) == 0 and calls == []
+
+
+@pytest.mark.parametrize("change, named", [
+    (["--steps", "3"], "steps"),
+    (["--budget", "psnr:30"], "budgets"),
+    (["--method", "noise"], "methods"),
+    (["--seed", "1"], "fingerprint, seed"),
+])
+def test_cli_attack_refuses_to_mix_other_settings_into_a_folder(change, named, folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = _attack_args(folder, out)
+    assert main(args) == 0
+    before = (out / "results.json").read_text()
+    for flag, value in zip(change[::2], change[1::2]):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"other settings ({named})" in err[0] and "use another --out" in err[0], err
+    assert (out / "results.json").read_text() == before
+    # the device and batch size are not settings: a rerun with others resumes
+    assert main(_attack_args(folder, out, "--batch-size", "2", "--device", "auto")) == 0
+
+
+def test_cli_attack_refuses_a_folder_of_other_results(folder, tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps({"config": {}, "rows": []}))
+    assert main(_attack_args(folder, tmp_path)) == 2
+    assert "not written by a resumable attack run" in capsys.readouterr().err
+
+
+def test_cli_attack_failed_start_leaves_no_settings_behind(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_attack_args(folder, out, "--budget", "psnr:200")) == 2  # refused before any image
+    assert not (out / "results.json").exists()
+    assert main(_attack_args(folder, out)) == 0
+
+
+def test_cli_attack_no_progress_writes_no_control_characters(folder, tmp_path, capfd):
+    assert main(_attack_args(folder, tmp_path / "out", "--method", "noise")) == 0
+    captured = capfd.readouterr()
+    assert "\r" not in captured.err and "\x1b" not in captured.err and "\r" not in captured.out
+    assert captured.err == ""

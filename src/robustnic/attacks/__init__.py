@@ -31,6 +31,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "robustnic.attacks.paper_reference": ("PaperReferenceAttack",),
     "robustnic.attacks.pgd": ("PGD",),
     "robustnic.attacks.shift": ("ShiftAttack",),
-    "robustnic.attacks.runner": ("AttackResult", "run_attacks", "summarize", "write_results"),
+    "robustnic.attacks.runner": ("AttackResult", "AttackRunDir", "run_attacks", "summarize",
+                                   "write_results"),
     "robustnic.attacks.verify": ("verify_attack", "verify_images"),
 })

@@ -2,13 +2,19 @@
 
 :func:`run_attacks` is what ``robustnic attack`` and ``benchmarks/attack_table.py`` call: images
 of the same size are attacked together as a batch, every result is verified with
-:func:`~robustnic.attacks.verify.verify_images`, and :func:`write_results` writes (atomically)::
+:func:`~robustnic.attacks.verify.verify_images`, and :func:`write_results` (or, batch by batch,
+:class:`AttackRunDir`) writes, every file atomically::
 
     OUT/adversarial/IMAGE--METHOD--BUDGET.png       the 8-bit adversarial images
     OUT/reconstructions/IMAGE--clean.png            decoded from the clean image's bytes
     OUT/reconstructions/IMAGE--METHOD--BUDGET.png   decoded from the adversarial image's bytes
-    OUT/results.json                                config, per-image rows and summary
+    OUT/results.json                                config, settings, per-image rows and summary
     OUT/results.csv, OUT/summary.csv                the same rows and means, as CSV
+
+Resuming (what ``robustnic attack`` does): :class:`AttackRunDir` rewrites the three result files
+after every verified batch, so an interrupted run keeps every finished image; a rerun with the
+same settings skips them (``run_attacks(..., skip=run.done, on_batch=run.add)``) and its files
+cover every image. A folder that holds a run with other settings is refused, never mixed.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -28,7 +34,7 @@ from robustnic.attacks.budget import Budget, parse_budget
 from robustnic.attacks.verify import Verified, verify_images
 from robustnic.codecs.base import Codec
 from robustnic.data.images import save_image
-from robustnic.errors import ImageError
+from robustnic.errors import ImageError, RobustnicError
 from robustnic.utils.io import atomic_write_text
 
 
@@ -65,6 +71,8 @@ def run_attacks(
     mask: torch.Tensor | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    skip: Collection[tuple[str, str, str]] = (),
+    on_batch: Callable[[list[AttackResult]], None] | None = None,
     **attack_kwargs: Any,
 ) -> list[AttackResult]:
     """Attack every image with every method at every budget; verify each result on real bytes.
@@ -72,7 +80,12 @@ def run_attacks(
     ``target`` is one image ``(1, 3, H, W)`` used for every image (targeted objective), ``mask``
     its region. ``attack_kwargs`` go to :func:`robustnic.attacks.make_attack` (``objective``, ``standin``,
     ``steps``, ``seed``, ...). With ``progress`` an outer bar shows the mean real input and output
-    PSNR of the last batch, and each attack shows its own bar.
+    PSNR of the last batch, and each attack shows its own bar; without it nothing is drawn.
+
+    ``skip`` holds ``(image, method, str(budget))`` triples already done: they are neither attacked
+    nor returned. ``on_batch`` receives each batch's results as soon as they are verified (e.g.
+    :meth:`AttackRunDir.add`, so an interrupted run keeps them). Batches are formed from all images
+    before skipping, so a resumed run attacks the same batches as an uninterrupted one.
     """
     from robustnic.attacks import make_attack
 
@@ -84,7 +97,8 @@ def run_attacks(
             raise ImageError(f"run_attacks takes one target image (1, 3, H, W) for all images, got {tuple(target.shape)}")
     budgets = [parse_budget(b) for b in budgets]
     groups = _groups(images, max(1, int(batch_size)))
-    jobs = [(m, b, g) for m in methods for b in budgets for g in groups]
+    jobs = [(m, b, left) for m in methods for b in budgets for g in groups
+            if (left := [n for n in g if (n, m, str(b)) not in skip])]
     for m in methods:  # fail fast on a bad method, option or budget, before any work
         make_attack(m, codec, budget=budgets[0], **attack_kwargs)
     for budget in budgets:
@@ -98,8 +112,11 @@ def run_attacks(
         x = torch.cat([images[n] for n in names])
         x_adv = atk(x, target=None if target is None else target.expand(len(names), -1, -1, -1), mask=mask)
         verified = verify_images(codec, x, x_adv, standin=atk.standin, budget=budget, attack_time=atk.elapsed)
-        for i, (name, v) in enumerate(zip(names, verified)):
-            results.append(AttackResult(name, method, str(budget), x[i : i + 1], x_adv[i : i + 1].cpu(), v))
+        batch = [AttackResult(name, method, str(budget), x[i : i + 1], x_adv[i : i + 1].cpu(), v)
+                 for i, (name, v) in enumerate(zip(names, verified))]
+        results.extend(batch)
+        if on_batch is not None:
+            on_batch(batch)
         bar.set_postfix({"psnr-in": f"{_mean(v.row['psnr-in'] for v in verified):.2f}",
                          "psnr-out": f"{_mean(v.row['psnr-out'] for v in verified):.2f}"})
     return results
@@ -155,25 +172,112 @@ def _file_part(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
 
 
-def write_results(results: Sequence[AttackResult], out_dir: str | Path, config: dict[str, Any] | None = None) -> dict:
-    """Write images, reconstructions, JSON and CSV (every file atomically); return the JSON object."""
-    out = Path(out_dir)
-    done_clean: set[str] = set()
-    rows = []
-    for r in results:
-        stem = f"{_file_part(r.image)}--{_file_part(r.method)}--{_file_part(r.budget)}"
-        save_image(r.x_adv, out / "adversarial" / f"{stem}.png")
-        save_image(r.verified.adv.x_hat, out / "reconstructions" / f"{stem}.png")
-        if r.image not in done_clean:
-            save_image(r.verified.clean.x_hat, out / "reconstructions" / f"{_file_part(r.image)}--clean.png")
-            done_clean.add(r.image)
-        rows.append(r.row | {"adversarial-png": f"adversarial/{stem}.png"})
+def _from_json(value: Any) -> Any:
+    """Undo :func:`_json_safe` for a row read back from ``results.json``."""
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value
+
+
+def _save_images(r: AttackResult, out: Path, clean: bool = True) -> dict[str, Any]:
+    """Write one result's adversarial PNG and reconstructions (the clean one if ``clean``); return its row."""
+    stem = f"{_file_part(r.image)}--{_file_part(r.method)}--{_file_part(r.budget)}"
+    save_image(r.x_adv, out / "adversarial" / f"{stem}.png")
+    save_image(r.verified.adv.x_hat, out / "reconstructions" / f"{stem}.png")
+    if clean:
+        save_image(r.verified.clean.x_hat, out / "reconstructions" / f"{_file_part(r.image)}--clean.png")
+    return r.row | {"adversarial-png": f"adversarial/{stem}.png"}
+
+
+def _write_tables(out: Path, rows: list[dict[str, Any]], head: dict[str, Any]) -> dict:
+    """Write ``results.json`` (``head`` + summary + rows), ``results.csv`` and ``summary.csv``."""
     summary = summarize(rows)
-    report = _json_safe({"config": config or {}, "summary": summary, "rows": rows})
+    report = _json_safe(head | {"summary": summary, "rows": rows})
     atomic_write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out / "results.csv", _csv_text(rows))
     atomic_write_text(out / "summary.csv", _csv_text(summary))
     return report
 
 
-__all__ = ["AttackResult", "run_attacks", "summarize", "write_results"]
+def write_results(results: Sequence[AttackResult], out_dir: str | Path, config: dict[str, Any] | None = None) -> dict:
+    """Write images, reconstructions, JSON and CSV (every file atomically); return the JSON object."""
+    out = Path(out_dir)
+    done_clean: set[str] = set()
+    rows = []
+    for r in results:
+        rows.append(_save_images(r, out, clean=r.image not in done_clean))
+        done_clean.add(r.image)
+    return _write_tables(out, rows, {"config": config or {}})
+
+
+class AttackRunDir:
+    """An attack output folder filled batch by batch, that a rerun with the same settings resumes.
+
+    ``settings`` is what defines the results (model and its weights' fingerprint, images, methods,
+    budgets, steps, objective, seed, ...; not the device or batch size): a folder whose
+    ``results.json`` holds other settings, or none (written by something else), raises
+    :class:`~robustnic.errors.RobustnicError` instead of mixing runs. ``images`` lists this run's
+    image names in order: rows are kept and written for these images only, in the order
+    method, budget, image. ``config`` (e.g. the command line) is written as is.
+
+    >>> run = AttackRunDir("runs/attack", settings, config, images=list(images))   # doctest: +SKIP
+    >>> run_attacks(codec, images, skip=run.done, on_batch=run.add, ...)          # doctest: +SKIP
+    >>> run.finish()["summary"]                                                    # doctest: +SKIP
+    """
+
+    RESULTS = "results.json"
+
+    def __init__(self, out_dir: str | Path, settings: dict[str, Any], config: dict[str, Any] | None = None,
+                 images: Sequence[str] = ()):
+        self.out = Path(out_dir)
+        self.settings = json.loads(json.dumps(_json_safe(settings)))  # as it reads back from the file
+        self.config = config or {}
+        self.images = list(images)
+        self.rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+        path = self.out / self.RESULTS
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise RobustnicError(f"{path} is unreadable ({exc}): use another --out") from None
+            if "settings" not in saved:
+                raise RobustnicError(f"{self.out} holds results that were not written by a resumable attack run: "
+                                     "use another --out")
+            old = saved["settings"]
+            diff = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
+            if diff:
+                raise RobustnicError(f"{self.out} holds an attack run with other settings ({', '.join(diff)}): "
+                                     "use another --out, or rerun with the same arguments to resume it")
+            for row in saved.get("rows", []):
+                row = {k: _from_json(v) for k, v in row.items()}
+                if row.get("image") in self.images:
+                    self.rows[(row["image"], row["method"], row["budget"])] = row
+        self.resumed = len(self.rows)  # nothing is written before the first batch: a refused run leaves no trace
+
+    @property
+    def done(self) -> set[tuple[str, str, str]]:
+        """The ``(image, method, budget)`` triples finished (by this run or an earlier one)."""
+        return set(self.rows)
+
+    def add(self, results: Sequence[AttackResult]) -> None:
+        """Write a batch's images, then the result files with its rows (each file atomically)."""
+        clean_done = {image for image, _, _ in self.rows}
+        for r in results:
+            self.rows[(r.image, r.method, r.budget)] = _save_images(r, self.out, clean=r.image not in clean_done)
+            clean_done.add(r.image)
+        self.finish()
+
+    def _ordered_rows(self) -> list[dict[str, Any]]:
+        methods = {m: i for i, m in enumerate(self.settings.get("methods", []))}
+        budgets = {b: i for i, b in enumerate(self.settings.get("budgets", []))}
+        images = {name: i for i, name in enumerate(self.images)}
+        order = sorted(self.rows, key=lambda k: (methods.get(k[1], len(methods)), budgets.get(k[2], len(budgets)),
+                                                 images.get(k[0], len(images))))
+        return [self.rows[k] for k in order]
+
+    def finish(self) -> dict:
+        """(Re)write the result files with every finished row; return the ``results.json`` object."""
+        return _write_tables(self.out, self._ordered_rows(), {"config": self.config, "settings": self.settings})
+
+
+__all__ = ["AttackResult", "AttackRunDir", "run_attacks", "summarize", "write_results"]

@@ -1,13 +1,18 @@
 """``robustnic attack``: attack images, verify on real bitstreams, write PNGs, JSON and CSV.
 
-One call into the API: :func:`robustnic.attacks.run_attacks`, then
-:func:`robustnic.attacks.write_results`.
+One call into the API: :func:`robustnic.attacks.run_attacks`, writing each verified batch through
+:class:`robustnic.attacks.AttackRunDir` as it finishes. An interrupted run keeps every finished
+image; rerunning the same command resumes it (finished images are skipped, the final files cover
+all of them). An ``--out`` folder that holds a run with other settings (model and its weights,
+images, crop, methods, budgets, steps, objective, seed, ...) is refused with one line; the device,
+``--batch-size`` and ``--no-progress`` may change between reruns.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from robustnic.attacks.registry import ATTACK_NAMES, OBJECTIVE_NAMES, REFERENCES
 from robustnic.cli.commands import help_of
@@ -42,8 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask", default=None,
                    help="targeted objective: region LEFT,TOP,RIGHT,BOTTOM in pixels (or a mask image file)")
     p.add_argument("--batch-size", type=int, default=8, help="images attacked together (same size only)")
-    p.add_argument("--out", "-o", default="runs/attack", help="output folder (default runs/attack)")
+    p.add_argument("--out", "-o", default="runs/attack",
+                   help="output folder (default runs/attack); a rerun with the same arguments resumes it")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     add_seed(p)
     add_device(p)
     p.set_defaults(func=run)
@@ -71,17 +78,26 @@ def _mask(spec: str | None, size: tuple[int, int]):
     return (img.amax(1, keepdim=True) > 0).float()
 
 
+def _where(spec: str | None) -> str | None:
+    """An image option as recorded in the run's settings: existing paths made absolute."""
+    if spec is None or spec in ("bundled", "heldout") or not Path(spec).exists():
+        return spec
+    return str(Path(spec).resolve())
+
+
 def run(args: argparse.Namespace) -> int:
-    from robustnic.attacks import ATTACKS, run_attacks, write_results
+    import torch
+
+    from robustnic.attacks import ATTACKS, AttackRunDir, parse_budget, run_attacks
     from robustnic.codecs import load_codec
     from robustnic.data.images import load_image
     from robustnic.data.photos import center_crop, load_photo_set
     from robustnic.errors import ImageError
-    from robustnic.utils.runtime import resolve_device
 
     methods = list(ATTACKS) if args.method and "all" in args.method else (args.method or ["paper"])
-    budgets = args.budget or ["psnr:40"]
-    codec = load_codec(args.model, resolve_device(args.device))
+    budgets = [str(parse_budget(b)) for b in args.budget or ["psnr:40"]]
+    torch.manual_seed(args.seed)  # a randomly initialised model (":random" specs) is the same on every rerun
+    codec = load_codec(args.model, args.device)
     images = load_photo_set(args.images, crop=args.crop, max_pixels=args.max_pixels)
     target = None
     if args.target is not None:
@@ -91,17 +107,32 @@ def run(args: argparse.Namespace) -> int:
         raise ImageError("--objective targeted needs --target IMAGE")
     first = next(iter(images.values()))
     mask = _mask(args.mask, tuple(first.shape[-2:]))
-    results = run_attacks(
-        codec, images, methods=methods, budgets=budgets, target=target, mask=mask, batch_size=args.batch_size,
-        progress=True, objective=args.objective, reference=args.reference,
-        metric=args.metric, standin=args.standin, steps=args.steps, seed=args.seed, restarts=args.restarts,
-    )
+    settings = {"model": args.model, "codec": codec.name, "fingerprint": getattr(codec, "fingerprint", None),
+                "images": _where(args.images), "crop": args.crop, "max_pixels": args.max_pixels, "methods": methods,
+                "budgets": budgets, "steps": args.steps, "objective": args.objective, "reference": args.reference,
+                "metric": args.metric, "standin": args.standin, "restarts": args.restarts, "seed": args.seed,
+                "target": _where(args.target), "mask": _where(args.mask)}
     config = {"command": "robustnic " + " ".join(sys.argv[1:]), "model": args.model, "codec": codec.name,
               "images": args.images, "crop": args.crop, "methods": methods, "budgets": budgets,
               "steps": args.steps, "objective": args.objective, "reference": args.reference,
               "metric": args.metric, "standin": args.standin, "restarts": args.restarts, "seed": args.seed,
               "target": args.target, "mask": args.mask, "device": str(codec.device)}
-    report = write_results(results, out_dir(args.out), config)
+    out = out_dir(args.out)
+    state = AttackRunDir(out, settings, config, images=list(images))
+    if state.resumed:
+        print(f"resuming {out}: {state.resumed} result(s) already finished", file=sys.stderr)
+    try:
+        results = run_attacks(
+            codec, images, methods=methods, budgets=budgets, target=target, mask=mask, batch_size=args.batch_size,
+            progress=not args.no_progress, objective=args.objective, reference=args.reference,
+            metric=args.metric, standin=args.standin, steps=args.steps, seed=args.seed, restarts=args.restarts,
+            skip=state.done, on_batch=state.add,
+        )
+    except KeyboardInterrupt:
+        print(f"robustnic attack: kept {len(state.done)} finished result(s) in {out}; "
+              "rerun the same command to resume", file=sys.stderr)
+        raise
+    report = state.finish()
     if args.json:
         print_json(report["summary"])
         return 0
@@ -116,5 +147,6 @@ def run(args: argparse.Namespace) -> int:
             value = row.get(key)
             cells.append(fmt.format(value) if isinstance(value, (int, float)) else str(value))
         print(" | ".join(cells))
-    print(f"wrote {len(results)} adversarial images, reconstructions, results.json, results.csv, summary.csv to {args.out}")
+    print(f"wrote {len(results)} adversarial images ({state.resumed} more from an earlier run), reconstructions, "
+          f"results.json, results.csv, summary.csv to {args.out}")
     return 0
