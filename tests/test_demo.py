@@ -61,3 +61,35 @@ def test_report_renders_in_headless_chromium(demo, tmp_path):
     assert ink.mean() > 0.05  # tables, plots and panels drawn, not a blank page
     colourful = (arr.max(axis=2).astype(int) - arr.min(axis=2)) > 60
     assert colourful.sum() > 20_000  # plots and photos, not only text
+
+
+def _attacked(spec: dict) -> set[tuple[str, str]]:
+    return {(m, b) for s in spec["study"] if s["kind"] == "attack" and s.get("attacks") == ["paper"]
+            for m in s["models"] for b in s["budgets"]}
+
+
+def test_demo_attacks_the_highest_rate_model_beside_the_vanilla_one_at_35_and_40_db():
+    from robustnic.codecs.zoo import read_manifest
+    from robustnic.studies.presets import demo_spec, highest_rate_model, robust_models
+
+    manifest = read_manifest()
+    high = highest_rate_model(manifest)
+    robust = set(robust_models(manifest))
+    assert manifest[high].info["lambda"] == max(m.info["lambda"] for s, m in manifest.items()
+                                                if m.metric == "mse" and s not in robust)
+    spec, notes = demo_spec()
+    vanilla = spec["study"][0]["models"][0]
+    assert {(vanilla, "psnr:35"), (vanilla, "psnr:40"), (high, "psnr:35"), (high, "psnr:40")} <= _attacked(spec)
+    assert any(high in n and "highest rate" in n for n in notes)
+
+
+def test_pretrained_demo_runs_the_same_sections_on_compressai_models():
+    from robustnic.studies.presets import PRETRAINED_DEMO, demo_spec
+
+    shipped, _ = demo_spec()
+    spec, notes = demo_spec(pretrained=True)
+    low, high = PRETRAINED_DEMO
+    assert {(low, "psnr:35"), (low, "psnr:40"), (high, "psnr:35"), (high, "psnr:40")} <= _attacked(spec)
+    assert [s["kind"] for s in spec["study"]] == [s["kind"] for s in shipped["study"]]
+    assert all("pretrained" in m or m.startswith(("jpeg", "webp")) for s in spec["study"] for m in s.get("models", []))
+    assert any("CompressAI's pretrained" in n for n in notes)

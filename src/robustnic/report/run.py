@@ -11,7 +11,7 @@ from typing import Any, Iterable
 from robustnic.report.html import build_report
 from robustnic.studies.curves import group_means
 from robustnic.studies.grid import GridSummary, expand_spec, run_grid
-from robustnic.studies.presets import demo_spec
+from robustnic.studies.presets import PRETRAINED_DEMO, demo_spec
 from robustnic.studies.store import ResultStore, latest_rows
 
 
@@ -64,9 +64,23 @@ def attack_headline(store: str | os.PathLike, budget: str | None = None) -> list
     return sorted(means, key=lambda r: (str(r["budget"]), str(r["attack"]), str(r["model"]), str(r["defense"])))
 
 
+def pretrained_demo_cached() -> bool:
+    """Whether CompressAI's weights for :data:`~robustnic.studies.presets.PRETRAINED_DEMO` are already in
+    torch's hub cache (then the demo can use them without a network)."""
+    from robustnic.codecs.zoo import pretrained_cache_path
+
+    specs = [s.split(":") for s in PRETRAINED_DEMO]
+    return all(pretrained_cache_path(arch, int(q[1:])).is_file() for arch, q, _ in specs)
+
+
 def run_demo(out_dir: str | os.PathLike, quick: bool = False, workers: int = 2, vanilla: str | None = None,
-             robust: list[str] | None = None, progress: bool = True) -> StudyRun:
-    """The demo (see :func:`robustnic.studies.presets.demo_spec`): run it and write its report."""
-    spec, notes = demo_spec(quick=quick, vanilla=vanilla, robust=robust)
+             robust: list[str] | None = None, progress: bool = True, pretrained: bool | None = None) -> StudyRun:
+    """The demo (see :func:`robustnic.studies.presets.demo_spec`): run it and write its report.
+
+    ``pretrained``: run it on CompressAI's pretrained models (True), on the shipped zoo (False), or on
+    CompressAI's models when their weights are already in the torch hub cache (None, the default)."""
+    if pretrained is None:
+        pretrained = not quick and vanilla is None and pretrained_demo_cached()
+    spec, notes = demo_spec(quick=quick, vanilla=vanilla, robust=robust, pretrained=pretrained)
     title = "robustnic demo" + (" (quick)" if quick else "")
     return run_study(spec, out_dir, title=title, notes=notes, workers=workers, progress=progress)

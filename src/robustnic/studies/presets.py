@@ -83,21 +83,46 @@ def robust_counterparts(vanilla: str, manifest: dict | None = None) -> list[str]
     return mine or robust
 
 
-def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str] | None = None) -> tuple[dict, list[str]]:
+def highest_rate_model(manifest: dict | None = None, metric: str = "mse") -> str | None:
+    """The shipped model trained at the highest λ (not a robust one): where the attack's damage shows most."""
+    manifest = read_manifest() if manifest is None else manifest
+    robust = set(robust_models(manifest))
+    rows = [m for s, m in manifest.items() if s not in robust and m.metric == metric and m.info.get("lambda")]
+    return max(rows, key=lambda m: (m.info["lambda"], m.info.get("steps", 0))).spec if rows else None
+
+
+#: CompressAI's pretrained models the demo uses with ``--pretrained``: a low and a high rate.
+PRETRAINED_DEMO = ("bmshj2018-hyperprior:q3:pretrained", "bmshj2018-hyperprior:q8:pretrained")
+
+
+def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str] | None = None,
+              high_rate: str | None = None, pretrained: bool = False) -> tuple[dict, list[str]]:
     """The demo grid and the notes to print with it.
 
     Full demo (shipped zoo, 256x256 crops of the bundled photos): clean RD against JPEG/WebP, the
     paper's attack at 40 dB on the vanilla model, through the self-ensemble and on each fine-tuned
-    model, a budget sweep, a short recompression and a cross-model transfer. ``quick`` runs the
-    same studies on tiny random models and 64x64 crops (a smoke test, seconds).
+    model, the attack at 35 and 40 dB on the highest-rate shipped model beside the vanilla one (the
+    paper's phenomenon grows with rate), a budget sweep, a short recompression and a cross-model
+    transfer. ``pretrained`` runs the same sections on CompressAI's pretrained models
+    (:data:`PRETRAINED_DEMO`: q3 as the vanilla model, q8 as the high-rate one; no fine-tuned model).
+    ``quick`` runs them on tiny random models and 64x64 crops (a smoke test, seconds).
     """
     notes: list[str] = []
+    if pretrained and not quick:
+        vanilla, high_rate = vanilla or PRETRAINED_DEMO[0], high_rate or PRETRAINED_DEMO[1]
+        robust = [] if robust is None else robust
+        notes.append(f"models: CompressAI's pretrained {vanilla} and {high_rate} (from the torch hub cache)")
     if quick:
         vanilla = "bmshj2018-hyperprior:N=8:M=16:random"
         robust = ["bmshj2018-factorized:N=8:M=16:random"] if robust is None else robust
+        high_rate = "bmshj2018-hyperprior:N=8:M=24:random"
         notes.append("quick mode: tiny random models stand in for the shipped zoo (numbers are meaningless)")
         crop, images, steps, gens, budgets = 64, ["bundled:astronaut", "bundled:coffee"], 3, 4, ["psnr:35", "psnr:45"]
         snapshots, rd_q = [1, 4], [30, 70]
+    elif pretrained:
+        crop, steps, gens, budgets = 256, 40, 15, ["psnr:30", "psnr:35", "psnr:40", "psnr:45"]
+        images = ["bundled:astronaut", "bundled:coffee", "bundled:chelsea"]
+        snapshots, rd_q = [1, 5, 15], [10, 30, 50, 70, 90]
     else:
         manifest = read_manifest()
         vanilla = vanilla or (DEFAULT_MODEL if DEFAULT_MODEL in manifest else next(iter(manifest), None))
@@ -109,9 +134,15 @@ def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str]
         robust = robust_counterparts(vanilla, manifest) if robust is None else robust
         if not robust:
             notes.append("no fine-tuned (robust) model is shipped yet: its rows are skipped")
+        high_rate = high_rate or highest_rate_model(manifest)
+        if high_rate:
+            lmbda = manifest[high_rate].info.get("lambda") if high_rate in manifest else None
+            notes.append(f"models: shipped {vanilla} (vanilla), {high_rate} (highest rate"
+                         + (f", λ {lmbda}" if lmbda else "") + "), fine-tuned " + (", ".join(robust) or "none"))
         crop, steps, gens, budgets = 256, 40, 15, ["psnr:30", "psnr:35", "psnr:40", "psnr:45"]
         images = ["bundled:astronaut", "bundled:coffee", "bundled:chelsea"]
         snapshots, rd_q = [1, 5, 15], [10, 30, 50, 70, 90]
+    assert vanilla is not None
     learned = [vanilla, *robust]
     first_two = images[:2]
     studies: list[dict[str, Any]] = [
@@ -121,6 +152,8 @@ def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str]
         {"kind": "attack", "models": [vanilla], "attacks": ["paper"], "budgets": ["psnr:40"], "steps": steps,
          "defenses": ["ensemble"]},
         {"kind": "attack", "models": [vanilla], "attacks": ["noise", "shift"], "budgets": ["psnr:40"]},
+        *([{"kind": "attack", "models": [vanilla, high_rate], "attacks": ["paper"], "budgets": ["psnr:35", "psnr:40"],
+            "steps": steps}] if high_rate and high_rate != vanilla else []),
         {"kind": "attack", "models": learned, "attacks": ["paper"], "budgets": [b for b in budgets if b != "psnr:40"],
          "steps": steps, "images": images[:1]},
         {"kind": "recompression", "models": learned, "generations": gens, "snapshots": snapshots,

@@ -16,6 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="the vanilla model (default: hyperprior-small:q3)")
     p.add_argument("--robust", action="append", default=None,
                    help="fine-tuned model(s) to compare (default: the shipped robust model fine-tuned from --model); repeatable")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--pretrained", dest="pretrained", action="store_true", default=None,
+                       help="run on CompressAI's pretrained bmshj2018-hyperprior q3 and q8 (downloaded once into the "
+                            "torch hub cache; the default when they are already cached)")
+    group.add_argument("--shipped", dest="pretrained", action="store_false",
+                       help="run on the shipped models even when CompressAI's weights are cached")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -24,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from robustnic.report import attack_headline, run_demo
 
     result = run_demo(args.out, quick=args.quick, workers=args.workers, vanilla=args.model, robust=args.robust,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, pretrained=args.pretrained)
     for note in result.notes:
         print(f"note: {note}")
     print("attack at psnr:40 (means over images, real bitstreams):")
