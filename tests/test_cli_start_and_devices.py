@@ -15,6 +15,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -224,3 +225,11 @@ def test_device_cuda_from_a_real_process_is_one_line(inputs, tmp_path):
                            "-o", str(tmp_path / "x.rnic"), "--device", "cuda"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_gpu_smoke_without_cuda_is_one_line_and_exit_0():
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_smoke.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(proc.stdout.strip().splitlines()) == 1 and "no CUDA device" in proc.stdout

@@ -1,7 +1,8 @@
 """Quality and rate metrics, computed like CompressAI's ``eval_model``.
 
 PSNR and MS-SSIM are measured on 8-bit values (both images rounded to integers in 0..255), on the
-image's own area (callers pass cropped tensors; padding never enters a metric).
+image's own area (callers pass cropped tensors; padding never enters a metric). The two images may
+lie on different devices (a codec on a GPU decodes onto it): the second is moved to the first's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def _as_8bit(x: torch.Tensor) -> torch.Tensor:
 
 def mse_8bit(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean squared error of two [0, 1] images after rounding to 8 bits, in [0, 1]² units."""
-    return torch.mean((_as_8bit(a) - _as_8bit(b)) ** 2).item() / 255.0**2
+    return torch.mean((_as_8bit(a) - _as_8bit(b).to(a.device)) ** 2).item() / 255.0**2
 
 
 def mse_to_psnr(mse: float, peak: float = 1.0) -> float:
@@ -43,7 +44,7 @@ def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float | None:
     """MS-SSIM on 8-bit values (CompressAI's ``ms-ssim-rgb``); None for images too small for 5 scales."""
     if min(a.shape[-2:]) <= MS_SSIM_MIN_SIDE:
         return None
-    return _ms_ssim(_as_8bit(a), _as_8bit(b), data_range=255).item()
+    return _ms_ssim(_as_8bit(a), _as_8bit(b).to(a.device), data_range=255).item()
 
 
 def estimated_bits(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
