@@ -74,6 +74,9 @@ class Codec(ABC):
     codec_code: int = container.CODEC_CUSTOM
     quality: int = 0
     metric: str | None = None
+    #: Whether the weights are CompressAI's pretrained zoo model, unchanged (flagged in the header, so
+    #: a decoder can fetch the same weights: :func:`~robustnic.codecs.zoo.codec_for_bitstream`).
+    compressai_pretrained: bool = False
     device: torch.device = torch.device("cpu")
 
     # ----- what subclasses implement --------------------------------------------------------
@@ -123,6 +126,7 @@ class Codec(ABC):
         header = container.Header(
             codec=self.codec_code, height=size[0], width=size[1], quality=self.quality,
             metric=self.metric, transform=transform, model=self._model_tag(), shape=tuple(shape),
+            compressai_zoo=self.compressai_pretrained,
         )
         return container.pack(header, strings)
 

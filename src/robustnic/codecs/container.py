@@ -4,7 +4,9 @@ Layout (all integers little-endian; ``varint`` = unsigned LEB128)::
 
     magic      4 bytes  b"RNIC"
     version    u8       1
-    flags      u8       bits 0-2: geometric transform index (self-ensemble), bits 3-7: zero
+    flags      u8       bits 0-2: geometric transform index (self-ensemble); bit 3: the weights are
+                        CompressAI's pretrained zoo model that codec, quality and metric name (a
+                        decoder fetches them from torch's hub cache); bits 4-7: zero
     codec      u8       architecture code (1-6), 100 = JPEG, 101 = WebP, 255 = custom model
     quality    u8       quality level (0 = unspecified)
     metric     u8       0 = mse, 1 = ms-ssim, 255 = n/a
@@ -14,6 +16,9 @@ Layout (all integers little-endian; ``varint`` = unsigned LEB128)::
     n_shape    u8, then n_shape varints: the latent shape CompressAI's decompress needs
     n_strings  u8, then per string: varint length, bytes
     crc32      u32      over every byte before it
+
+Streams written before bit 3 existed have it clear and read as before; a reader that predates it
+refuses a zoo-model stream ("reserved bits") rather than misreading it.
 
 A truncated, corrupted or foreign file raises :class:`~robustnic.errors.BitstreamError`. Before any
 payload is decoded, the declared image must be at most :data:`MAX_PIXELS` pixels (a 100-byte file
@@ -34,6 +39,8 @@ VERSION = 1
 METRIC_CODES = {"mse": 0, "ms-ssim": 1, None: 255}
 METRIC_NAMES = {v: k for k, v in METRIC_CODES.items()}
 CODEC_JPEG, CODEC_WEBP, CODEC_CUSTOM = 100, 101, 255
+#: Flag bits: the geometric transform index, and "CompressAI pretrained zoo weights".
+FLAG_TRANSFORM, FLAG_COMPRESSAI_ZOO = 0x07, 0x08
 MAX_SIDE = 1 << 20
 MAX_STRINGS = 16
 MAX_SHAPE = 8
@@ -54,6 +61,8 @@ class Header:
     transform: int = 0
     model: bytes = b"\0\0\0\0"
     shape: tuple[int, ...] = field(default_factory=tuple)
+    #: The model is CompressAI's pretrained zoo model named by ``codec``, ``quality`` and ``metric``.
+    compressai_zoo: bool = False
 
 
 def _varint(n: int) -> bytes:
@@ -113,7 +122,8 @@ def pack(header: Header, strings: list[bytes]) -> bytes:
     if len(strings) > MAX_STRINGS or len(header.shape) > MAX_SHAPE:
         raise ValueError("too many strings or shape entries")
     out = bytearray(MAGIC)
-    out += bytes([VERSION, header.transform, header.codec, header.quality, METRIC_CODES[header.metric]])
+    flags = header.transform | (FLAG_COMPRESSAI_ZOO if header.compressai_zoo else 0)
+    out += bytes([VERSION, flags, header.codec, header.quality, METRIC_CODES[header.metric]])
     out += _varint(header.height) + _varint(header.width)
     out += header.model[:4].ljust(4, b"\0")
     out.append(len(header.shape))
@@ -145,7 +155,7 @@ def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, list[byt
     if version != VERSION:
         raise BitstreamError(f"unsupported bitstream version {version} (this robustnic reads {VERSION})")
     flags = r.u8("flags")
-    if flags & ~0x07:
+    if flags & ~(FLAG_TRANSFORM | FLAG_COMPRESSAI_ZOO):
         raise BitstreamError(f"bitstream flags {flags:#x} use reserved bits")
     codec, quality, metric_code = r.u8("codec"), r.u8("quality"), r.u8("metric")
     if metric_code not in METRIC_NAMES:
@@ -164,7 +174,8 @@ def unpack(data: bytes, max_pixels: int | None = None) -> tuple[Header, list[byt
     strings = [r.take(r.varint("string length", body_end), "string") for _ in range(n_strings)]
     if r.pos != body_end:
         raise BitstreamError(f"bitstream has {body_end - r.pos} unexpected trailing bytes")
-    header = Header(codec, height, width, quality, METRIC_NAMES[metric_code], flags & 0x07, model, shape)
+    header = Header(codec, height, width, quality, METRIC_NAMES[metric_code], flags & FLAG_TRANSFORM, model, shape,
+                    compressai_zoo=bool(flags & FLAG_COMPRESSAI_ZOO))
     return header, strings
 
 

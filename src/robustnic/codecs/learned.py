@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import types
 from typing import Iterator
 
@@ -13,7 +14,7 @@ from compressai.models.base import CompressionModel
 
 from robustnic.codecs import container
 from robustnic.codecs.architectures import architecture_of
-from robustnic.codecs.base import STANDINS, Codec, CodecOutput
+from robustnic.codecs.base import STANDINS, Codec, CodecOutput, Coded
 from robustnic.codecs.checkpoint import state_dict_fingerprint
 from robustnic.data.images import check_image_tensor, crop_to, pad_to_multiple
 from robustnic.errors import BitstreamError
@@ -95,7 +96,9 @@ class LearnedCodec(Codec):
     By default the parameters are frozen and the net is put in eval mode (attacks differentiate
     with respect to the input only); pass ``freeze=False`` to wrap a net that is being trained
     (adversarial fine-tuning attacks the live model). The entropy coder tables are built with
-    ``update()`` if the model has none yet.
+    ``update()`` if the model has none yet. ``pretrained=True`` says the weights are CompressAI's
+    pretrained zoo model its ``quality`` and ``metric`` name (:func:`~robustnic.codecs.zoo.load_pretrained`):
+    while they stay unchanged, its bitstreams say so, and decode without naming the model.
     """
 
     differentiable = True
@@ -108,6 +111,7 @@ class LearnedCodec(Codec):
         metric: str | None = "mse",
         device: str | torch.device = "cpu",
         freeze: bool = True,
+        pretrained: bool = False,
     ):
         self.net = net
         if freeze:
@@ -116,9 +120,12 @@ class LearnedCodec(Codec):
         self.name = name or (self.arch.name if self.arch else type(net).__name__)
         self.codec_code = self.arch.code if self.arch else container.CODEC_CUSTOM
         self.quality, self.metric = quality, metric
+        # wall seconds of the last net.compress / net.decompress (what roundtrip reports)
+        self._coder_seconds = [0.0, 0.0]
         if not is_updated(net):
             net.update(force=True)
         self.refresh()
+        self._pretrained_tag = self._fingerprint if pretrained else None
         self.to(device)
 
     def refresh(self) -> None:
@@ -137,6 +144,11 @@ class LearnedCodec(Codec):
     def fingerprint(self) -> str:
         """Hex of the 4 fingerprint bytes written into every bitstream header."""
         return self._fingerprint.hex()
+
+    @property
+    def compressai_pretrained(self) -> bool:
+        """Whether the weights are CompressAI's pretrained ones, unchanged since loading."""
+        return self._pretrained_tag is not None and self._pretrained_tag == self._fingerprint
 
     def _model_tag(self) -> bytes:
         return self._fingerprint
@@ -165,7 +177,9 @@ class LearnedCodec(Codec):
     def _encode(self, x: torch.Tensor) -> tuple[list[bytes], tuple[int, ...]]:
         xp, _ = pad_to_multiple(x, PAD_MULTIPLE)
         with torch.no_grad():
+            t0 = time.perf_counter()
             out = self.net.compress(xp)
+            self._coder_seconds[0] = time.perf_counter() - t0
         return [s[0] for s in out["strings"]], tuple(int(v) for v in out["shape"])
 
     def _decode(self, strings: list[bytes], shape: tuple[int, ...], size: tuple[int, int]) -> torch.Tensor:
@@ -177,7 +191,17 @@ class LearnedCodec(Codec):
         strings = container.guard_rans_strings(strings, hp * wp // (256 if self.arch else 16) * self._widest)
         try:
             with torch.no_grad():
+                t0 = time.perf_counter()
                 out = self.net.decompress([[s] for s in strings], list(shape))
+                self._coder_seconds[1] = time.perf_counter() - t0
         except Exception as exc:  # the entropy decoder's own errors on foreign strings
             raise BitstreamError(f"entropy decoding failed: {type(exc).__name__}: {exc}") from None
         return crop_to(out["x_hat"], size)
+
+    def roundtrip(self, x: torch.Tensor, transform: int = 0) -> Coded:
+        """compress -> bytes -> decompress; the times are those of the model's own ``compress`` and
+        ``decompress`` on the padded tensor, as CompressAI's ``eval_model`` measures them (the container,
+        padding and the decoder's input checks are not counted)."""
+        coded = super().roundtrip(x, transform)
+        coded.encode_time, coded.decode_time = self._coder_seconds
+        return coded

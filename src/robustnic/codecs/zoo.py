@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,25 +170,63 @@ def load_checkpoint_codec(
     return LearnedCodec(net, name=f"{arch}@{Path(path).name}", quality=quality, metric=metric, device=device)
 
 
-def load_pretrained(arch: str, quality: int, metric: str = "mse", device: str | torch.device = "cpu") -> LearnedCodec:
-    """CompressAI's own pretrained weights through its zoo (downloads once into torch's hub cache)."""
-    from compressai.zoo import image as compressai_zoo
+def pretrained_url(arch: str, quality: int, metric: str = "mse") -> str:
+    """The URL CompressAI's zoo downloads ``arch`` at ``quality`` (trained for ``metric``) from."""
+    from compressai.zoo.image import model_urls
 
-    get_architecture(arch).widths(quality)  # validates the quality
-    builder = getattr(compressai_zoo, arch.replace("-", "_"))
+    get_architecture(arch).widths(quality)  # validates the architecture and quality
+    try:
+        return model_urls[arch][metric][quality]
+    except KeyError:
+        raise CodecLoadError(f"CompressAI has no pretrained {arch} q{quality} for metric {metric!r}") from None
+
+
+def pretrained_cache_path(arch: str, quality: int, metric: str = "mse") -> Path:
+    """Where torch's hub cache keeps those weights: ``$TORCH_HOME/hub/checkpoints/<file name of the URL>``
+    (where CompressAI's own ``pretrained=True`` looks too)."""
+    url = pretrained_url(arch, quality, metric)
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urllib.parse.urlparse(url).path)
+
+
+def _download(url: str, path: Path, what: str) -> None:
+    """Fetch ``url`` into ``path`` (atomically, as torch.hub does); one-line :class:`CodecLoadError` if offline."""
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)
     try:
-        net = builder(quality=quality, metric=metric, pretrained=True, progress=False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), progress=False)
     except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise CodecLoadError(
-            f"could not get CompressAI's pretrained {arch} q{quality} ({metric}): {str(exc)[:160]}. "
+            f"{what} is not in the torch hub cache ({path}) and could not be downloaded ({reason}). "
             f"Offline? Use a model robustnic ships (e.g. {DEFAULT_MODEL!r}; list: `robustnic models`) "
             f"or a local checkpoint file path."
         ) from None
     finally:
         socket.setdefaulttimeout(old_timeout)
-    return LearnedCodec(net, name=f"{arch}:q{quality}:{metric}", quality=quality, metric=metric, device=device)
+
+
+def load_pretrained(
+    arch: str, quality: int, metric: str = "mse", device: str | torch.device = "cpu", download: bool = True,
+) -> LearnedCodec:
+    """CompressAI's own pretrained weights, from torch's hub cache (downloaded there once, as CompressAI's
+    zoo does, unless ``download=False``).
+
+    The file is read safely (tensors only) into CompressAI's widths for ``quality``; the codec flags
+    its bitstreams as CompressAI zoo streams, so :func:`codec_for_bitstream` finds the same weights
+    again. Raises :class:`CodecLoadError` (one line) when the weights are neither cached nor reachable.
+    """
+    what = f"CompressAI's pretrained {arch} q{quality} ({metric})"
+    path = pretrained_cache_path(arch, quality, metric)
+    if not path.is_file():
+        if not download:
+            raise CodecLoadError(f"{what} is not in the torch hub cache ({path})")
+        _download(pretrained_url(arch, quality, metric), path, what)
+    architecture = get_architecture(arch)
+    net = architecture.build(*architecture.widths(quality))
+    load_into(net, read_state_dict(path), f"{path} ({what})")
+    return LearnedCodec(net, name=f"{arch}:q{quality}:{metric}", quality=quality, metric=metric, device=device,
+                        pretrained=True)
 
 
 def load_codec(spec: str | CompressionModel | Codec, device: str | torch.device = "cpu") -> Codec:
@@ -230,8 +269,10 @@ def list_models() -> list[dict[str, Any]]:
 
 
 def codec_for_bitstream(data: bytes, device: str | torch.device = "cpu") -> Codec:
-    """The codec that wrote ``data``: a classical codec from its header, or the shipped model whose
-    weight fingerprint the header names. Raises :class:`BitstreamError` when none matches."""
+    """The codec that wrote ``data``: a classical codec from its header, CompressAI's pretrained model
+    the header names (from torch's hub cache, downloaded once if need be), or the shipped model whose
+    weight fingerprint the header names. Raises :class:`BitstreamError` when none matches, and
+    :class:`CodecLoadError` when CompressAI's weights are neither cached nor reachable (offline)."""
     from robustnic.codecs import container
     from robustnic.errors import BitstreamError
 
@@ -240,10 +281,42 @@ def codec_for_bitstream(data: bytes, device: str | torch.device = "cpu") -> Code
     for fmt, (code, _, _) in CLASSICAL_FORMATS.items():
         if header.codec == code:
             return ClassicalCodec(fmt, header.quality)
+    if header.compressai_zoo:
+        zoo_model = _zoo_model_of(header)
+        codec = load_pretrained(*zoo_model, device=device)
+        if codec._model_tag() != header.model:
+            raise BitstreamError(
+                f"bitstream names CompressAI's pretrained {codec.name} with weight fingerprint {header.model.hex()}, "
+                f"but the weights in the torch hub cache ({pretrained_cache_path(*zoo_model)}) have "
+                f"{codec.fingerprint}; name the model that wrote it with --model"
+            )
+        return codec
     for row in read_manifest().values():
         if bytes.fromhex(row.info.get("fingerprint", "")) == header.model:
             return load_shipped(row.spec, device)
+    # A stream from before the header flagged zoo models: the named CompressAI model, if already cached.
+    try:
+        codec = load_pretrained(*_zoo_model_of(header), device=device, download=False)
+        if codec._model_tag() == header.model:
+            return codec
+    except (BitstreamError, CodecLoadError, CheckpointError):
+        pass
     raise BitstreamError(
         f"bitstream was written by a model robustnic does not ship (fingerprint {header.model.hex()}); "
         "name it with --model"
     )
+
+
+def _zoo_model_of(header: Any) -> tuple[str, int, str]:
+    """(architecture, quality, metric) of the CompressAI zoo model a container header names, or
+    :class:`BitstreamError` if the header cannot name one."""
+    from robustnic.errors import BitstreamError
+
+    arch = next((a for a in ARCHITECTURES.values() if a.code == header.codec), None)
+    if arch is None or header.metric not in METRICS:
+        raise BitstreamError(f"bitstream codec code {header.codec} / metric {header.metric} name no CompressAI model")
+    try:
+        arch.widths(header.quality)
+    except CodecLoadError:
+        raise BitstreamError(f"bitstream names {arch.name} quality {header.quality}, which CompressAI does not have") from None
+    return arch.name, header.quality, header.metric
