@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -23,15 +24,42 @@ from robustnic.utils.io import atomic_write_text
 #: likelihood of the symbols its coder codes, ``bpp-forward`` the likelihood of CompressAI's forward pass
 #: (what training minimises). The two estimates differ only for context models (mbt2018, cheng2020),
 #: whose forward pass predicts from ``round(y)`` instead of the decoded latents
-#: (:mod:`robustnic.codecs.autoregressive`).
+#: (:mod:`robustnic.codecs.autoregressive`). ``encoding_time`` / ``decoding_time`` mean what they mean in
+#: ``eval_model``: the wall time of the model's ``compress`` / ``decompress`` on the padded tensor, with one
+#: torch thread (``eval_model`` sets it on import); robustnic's container and checks are not counted.
 RD_KEYS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-file", "bpp-estimated", "bpp-forward", "encoding_time",
            "decoding_time")
 
 
-def evaluate_image(codec: Codec, x: torch.Tensor) -> dict[str, float | None]:
+#: Torch threads while evaluating: CompressAI's ``eval_model`` runs everything with one. Metrics run with
+#: it too: workers left spinning by a multi-threaded metric would slow the next timed round trip down.
+EVAL_THREADS = 1
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads (None: leave the setting alone), then restore it."""
+    old = torch.get_num_threads()
+    if threads is not None and threads != old:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+def evaluate_image(codec: Codec, x: torch.Tensor, threads: int | None = EVAL_THREADS) -> dict[str, float | None]:
     """Real round trip of one image: PSNR, MS-SSIM (8-bit), bpp (payload), file bpp, estimated bpp, times.
 
-    The estimates are None for codecs without likelihoods (JPEG, WebP)."""
+    Runs with ``threads`` torch threads (default 1, as ``eval_model``; None keeps torch's setting), so
+    ``encoding_time`` / ``decoding_time`` compare with CompressAI's. The estimates are None for codecs
+    without likelihoods (JPEG, WebP)."""
+    with torch_threads(threads):
+        return _evaluate_image(codec, x)
+
+
+def _evaluate_image(codec: Codec, x: torch.Tensor) -> dict[str, float | None]:
     coded = codec.roundtrip(x)
     row: dict[str, float | None] = {
         "psnr-rgb": psnr(x, coded.x_hat),
@@ -65,11 +93,16 @@ def mean_row(rows: Iterable[dict[str, float | None]]) -> dict[str, float | None]
     return out
 
 
-def evaluate_codec(codec: Codec, images: dict[str, torch.Tensor], progress: bool = True) -> dict:
-    """Evaluate ``codec`` on named images; returns ``{"name", "per_image": {img: row}, "results": mean}``."""
+def evaluate_codec(
+    codec: Codec, images: dict[str, torch.Tensor], progress: bool = True, threads: int | None = EVAL_THREADS
+) -> dict:
+    """Evaluate ``codec`` on named images; returns ``{"name", "per_image": {img: row}, "results": mean}``.
+
+    ``threads``: torch threads while evaluating (see :func:`evaluate_image`)."""
     per_image = {}
-    for name, x in tqdm(images.items(), desc=f"eval {codec.name}", disable=not progress, leave=False):
-        per_image[name] = evaluate_image(codec, x)
+    with torch_threads(threads):
+        for name, x in tqdm(images.items(), desc=f"eval {codec.name}", disable=not progress, leave=False):
+            per_image[name] = _evaluate_image(codec, x)
     return {"name": codec.name, "per_image": per_image, "results": mean_row(per_image.values())}
 
 
