@@ -81,3 +81,36 @@ def test_estimated_bpp_is_reported_and_close_to_real_for_learned_codecs(tiny):
     assert row["bpp-file"] > row["bpp"]
     jpeg = evaluate_codec(load_codec("jpeg:q50"), images, progress=False)["results"]
     assert jpeg["bpp-estimated"] is None and jpeg["psnr-rgb"] > 20
+
+
+def test_times_are_the_models_compress_and_decompress_with_one_thread(monkeypatch, photo):
+    """encoding_time / decoding_time time net.compress / net.decompress alone (as eval_model), with one
+    torch thread; container work around them is not counted, and the thread setting is restored."""
+    import time
+
+    from robustnic.codecs import base
+
+    codec = tiny_codec("bmshj2018-hyperprior", seed=4)
+    seen = []
+    net_compress, net_decompress = codec.net.compress, codec.net.decompress
+
+    def compress(x):
+        seen.append(torch.get_num_threads())
+        time.sleep(0.05)
+        return net_compress(x)
+
+    def decompress(strings, shape):
+        time.sleep(0.08)
+        return net_decompress(strings, shape)
+
+    def slow_pack(header, strings, pack=base.container.pack):
+        time.sleep(0.5)  # outside the timed region
+        return pack(header, strings)
+
+    monkeypatch.setattr(codec.net, "compress", compress)
+    monkeypatch.setattr(codec.net, "decompress", decompress)
+    monkeypatch.setattr(base.container, "pack", slow_pack)
+    threads = torch.get_num_threads()
+    row = evaluate_codec(codec, {"photo": photo}, progress=False)["results"]
+    assert seen == [1] and torch.get_num_threads() == threads
+    assert 0.05 <= row["encoding_time"] < 0.4 and 0.08 <= row["decoding_time"] < 0.4
