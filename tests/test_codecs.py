@@ -174,3 +174,14 @@ def test_pretrained_offline_fails_fast_and_names_the_alternative(monkeypatch):
     monkeypatch.setattr(zoo_image, "load_state_dict_from_url", offline)
     with pytest.raises(CodecLoadError, match="Offline.*hyperprior-small"):
         load_codec("bmshj2018-hyperprior:q2:pretrained")
+
+
+def test_cli_prints_an_old_label_deprecation_as_one_line(tmp_path, photo, capsys):
+    from robustnic.cli.main import main
+    from robustnic.data.images import save_image
+
+    save_image(photo, tmp_path / "x.png")
+    assert main(["compress", str(tmp_path / "x.png"), "-m", "hyperprior-small:q2", "-o", str(tmp_path / "x.rnic")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert err == ["robustnic: warning: hyperprior-small:q2 is the pre-0.2 label of hyperprior-small:q3 (labels follow "
+                   "CompressAI's qualities since 0.2; old labels stop working in 0.3)"]

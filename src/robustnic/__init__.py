@@ -14,7 +14,7 @@ from robustnic.errors import (
     RobustnicError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BitstreamError",

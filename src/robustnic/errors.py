@@ -23,3 +23,8 @@ class CodecLoadError(RobustnicError):
 
 class BudgetError(RobustnicError):
     """A perturbation budget is malformed or impossible to satisfy."""
+
+
+class LabelDeprecationWarning(FutureWarning):
+    """A shipped model was named by its label from before robustnic 0.2, or by a label whose meaning
+    changed then (see :data:`robustnic.codecs.zoo.RELABELED_IN_0_2`). The CLI prints it as one line."""

@@ -17,7 +17,17 @@ from typing import Iterable
 
 from robustnic import __version__
 from robustnic.cli.commands import COMMANDS
-from robustnic.errors import RobustnicError
+from robustnic.errors import LabelDeprecationWarning, RobustnicError
+
+_show_warning = warnings.showwarning
+
+
+def _show_warning_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """Deprecations meant for users are one line on stderr; every other warning as Python shows it."""
+    if issubclass(category, LabelDeprecationWarning):
+        print(f"robustnic: warning: {message}", file=file or sys.stderr)
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
 
 
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
@@ -53,6 +63,8 @@ def _command_in(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*Inference on GPU is not recommended.*")
+    warnings.filterwarnings("default", category=LabelDeprecationWarning)
+    warnings.showwarning = _show_warning_one_line
     argv = sys.argv[1:] if argv is None else list(argv)
     command = _command_in(argv)
     parser = build_parser([command] if command in COMMANDS else [])

@@ -35,7 +35,7 @@ from robustnic.codecs.checkpoint import file_sha256, load_into, read_state_dict
 from robustnic.codecs.classical import CLASSICAL_FORMATS, ClassicalCodec
 from robustnic.codecs.learned import LearnedCodec
 from robustnic.codecs.options import DEFAULT_MODEL
-from robustnic.errors import CheckpointError, CodecLoadError
+from robustnic.errors import CheckpointError, CodecLoadError, LabelDeprecationWarning
 from robustnic.utils.runtime import resolve_device
 
 #: Where the shipped models and their manifest live (inside the package, so wheels carry them).
@@ -105,10 +105,6 @@ RELABELED_IN_0_2 = frozenset({
     "factorized-small", "factorized-small-robust", "hyperprior-long", "hyperprior-small", "hyperprior-small-robust",
     "hyperprior-ssim", "joint-small", "mean-small",
 })
-
-
-class LabelDeprecationWarning(FutureWarning):
-    """A shipped model was named by its label from before robustnic 0.2 (see :data:`RELABELED_IN_0_2`)."""
 
 
 def resolve_shipped_spec(spec: str, manifest: dict[str, ShippedModel]) -> str:
