@@ -210,3 +210,12 @@ def test_card_attacks_only_models_whose_weights_or_setup_changed(tmp_path, monke
     assert card.record_vulnerability(tmp_path, setup, progress=False) == 0  # up to date: nothing attacked
     assert card.record_vulnerability(tmp_path, setup | {"steps": 7}, progress=False) == 1  # new setup
     assert calls == ["hyperprior-small:q3", "hyperprior-small:q3"]
+
+
+def test_time_limit_stops_after_a_checkpoint_and_a_rerun_continues(train_folder, val_images, tmp_path):
+    cfg = TrainConfig(steps=30, images=[str(train_folder)], **TINY | {"checkpoint_every": 1000})
+    first = Trainer(cfg, tmp_path / "run", progress=False, val_images=val_images).fit(time_limit=0)
+    assert not first["finished"] and first["step"] == 1
+    assert read_checkpoint_file(tmp_path / "run" / Trainer.CHECKPOINT)["step"] == 1
+    second = Trainer(cfg, tmp_path / "run", progress=False, val_images=val_images)
+    assert second.resumed and second.fit()["finished"] and second.step == 30

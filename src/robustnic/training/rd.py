@@ -213,9 +213,14 @@ class Trainer:
             psnrs.append(psnr(x if x.shape == coded.x_hat.shape else center_crop(x, self.config.val_crop), coded.x_hat))
         return {"bpp": sum(bpps) / len(bpps), "psnr-rgb": sum(psnrs) / len(psnrs)}
 
-    def fit(self) -> dict:
-        """Train until ``config.steps``; checkpoint, validate and show progress on the way."""
+    def fit(self, time_limit: float | None = None) -> dict:
+        """Train until ``config.steps``; checkpoint, validate and show progress on the way.
+
+        ``time_limit`` (seconds of wall time): stop earlier, after a checkpoint, once it is spent (a
+        bounded slot on a lent GPU, a job array's time limit); rerunning resumes. The result's
+        ``finished`` says whether ``config.steps`` was reached."""
         cfg = self.config
+        deadline = None if time_limit is None else time.monotonic() + time_limit
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=f"train {cfg.architecture}")
         running: dict[str, float] = {}
         while self.step < cfg.steps:
@@ -232,5 +237,8 @@ class Trainer:
                 bar.write(json.dumps(self.history[-1]))
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save()
+            if deadline is not None and time.monotonic() > deadline and self.step < cfg.steps:
+                self.save()
+                break
         bar.close()
-        return {"step": self.step, "elapsed": self.elapsed, "history": self.history}
+        return {"step": self.step, "elapsed": self.elapsed, "history": self.history, "finished": self.step >= cfg.steps}

@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=None, help="refuse training images larger than this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", "-o", required=True, help="run folder (checkpoints, resume)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop (after a checkpoint) once this much wall time is spent; rerun to continue")
     p.add_argument("--no-progress", action="store_true")
     add_device(p)
     p.set_defaults(func=run_train)
@@ -69,8 +71,8 @@ def run_train(args: argparse.Namespace) -> int:
     trainer = Trainer(config_from_args(args), args.out, device=args.device, progress=not args.no_progress)
     if trainer.resumed:
         print(f"resuming {args.out} at step {trainer.step}")
-    result = trainer.fit()
-    print_json({"step": result["step"], "elapsed_s": round(result["elapsed"], 1),
+    result = trainer.fit(time_limit=None if args.time_limit is None else 60 * args.time_limit)
+    print_json({"step": result["step"], "finished": result["finished"], "elapsed_s": round(result["elapsed"], 1),
                 "last_validation": result["history"][-1] if result["history"] else None})
     return 0
 
