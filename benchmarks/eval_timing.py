@@ -12,6 +12,7 @@ PNG crops of the held-out photos:
 agree.) Each cell is the median over ``--repeats`` runs of the mean over images.
 
     .venv/bin/python benchmarks/eval_timing.py [--models hyperprior-small:q3 joint-small:q3] [--repeats 3]
+    .venv/bin/python benchmarks/eval_timing.py --src /tmp/before/src   # robustnic eval of another checkout
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from robustnic.data.images import save_image
 PHOTOS = ("astronaut", "coffee", "chelsea", "china")
 
 
-def run_robustnic(spec: str, images: Path, out: Path) -> dict[str, float]:
-    """Mean bpp / encoding_time / decoding_time of ``robustnic eval`` (its own process)."""
+def run_robustnic(spec: str, images: Path, out: Path, src: str | None = None) -> dict[str, float]:
+    """Mean bpp / encoding_time / decoding_time of ``robustnic eval`` (its own process; robustnic
+    imported from ``src`` if given, e.g. an older checkout's ``src``)."""
     cmd = [sys.executable, "-m", "robustnic.cli.main", "eval", "-m", spec, "--images", str(images),
            "--no-progress", "-o", str(out)]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    env = os.environ | ({"PYTHONPATH": src} if src else {})
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     results = json.loads(out.with_suffix(".json").read_text())["results"]
     return {k: results[k][0] for k in ("bpp", "encoding_time", "decoding_time")}
 
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--verbose", action="store_true", help="print every run to stderr")
+    parser.add_argument("--src", help="run robustnic eval from this source tree (e.g. an older commit's src)")
     args = parser.parse_args(argv)
 
     load = os.getloadavg()[0]
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
                 first_ours = r % 2 == 0
                 if not first_ours:
                     theirs.append(run_eval_model(arch, checkpoint, images))
-                ours.append(run_robustnic(f"{arch}@{checkpoint}", images, tmp / f"rd-{r}"))
+                ours.append(run_robustnic(f"{arch}@{checkpoint}", images, tmp / f"rd-{r}", args.src))
                 if first_ours:
                     theirs.append(run_eval_model(arch, checkpoint, images))
                 if args.verbose:
