@@ -13,6 +13,7 @@ agree.) Each cell is the median over ``--repeats`` runs of the mean over images.
 
     .venv/bin/python benchmarks/eval_timing.py [--models hyperprior-small:q3 joint-small:q3] [--repeats 3]
     .venv/bin/python benchmarks/eval_timing.py --src /tmp/before/src   # robustnic eval of another checkout
+    .venv/bin/python benchmarks/eval_timing.py --in-process             # also in one process, image by image
 """
 
 from __future__ import annotations
@@ -56,6 +57,30 @@ def run_eval_model(arch: str, checkpoint: Path, images: Path) -> dict[str, float
     return {k: results[k][0] for k in ("bpp", "encoding_time", "decoding_time")}
 
 
+def in_process(spec: str, images: Path, checkpoint: Path, arch: str, repeats: int) -> dict[str, float]:
+    """Median ratios robustnic / eval_model in this process, alternating image by image: robustnic's
+    ``LearnedCodec.roundtrip`` times against ``eval_model``'s ``inference`` on the same checkpoint."""
+    from compressai.utils.eval_model.__main__ import inference, load_checkpoint, read_image  # one thread from here
+
+    from robustnic.data.images import load_image
+
+    ours, theirs = load_codec(f"{arch}@{checkpoint}"), load_checkpoint(arch, True, str(checkpoint))
+    ratios: dict[str, list[float]] = {"encoding_time": [], "decoding_time": []}
+    for r in range(repeats):
+        for path in sorted(images.glob("*.png")):
+            times = {}
+            for who in (("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")):
+                if who == "ours":
+                    coded = ours.roundtrip(load_image(path))
+                    times[who] = (coded.encode_time, coded.decode_time)
+                else:
+                    rv = inference(theirs, read_image(path))
+                    times[who] = (rv["encoding_time"], rv["decoding_time"])
+            for i, key in enumerate(ratios):
+                ratios[key].append(times["ours"][i] / times["theirs"][i])
+    return {key: statistics.median(v) for key, v in ratios.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["hyperprior-small:q3", "joint-small:q3"])
@@ -64,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--verbose", action="store_true", help="print every run to stderr")
     parser.add_argument("--src", help="run robustnic eval from this source tree (e.g. an older commit's src)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="also compare in this process, image by image (no process-to-process noise)")
     args = parser.parse_args(argv)
 
     load = os.getloadavg()[0]
@@ -94,6 +121,11 @@ def main(argv: list[str] | None = None) -> None:
                    for who, runs in (("robustnic", ours), ("eval_model", theirs))}
             ratios = {k: [a[k] / b[k] for a, b in zip(ours, theirs)] for k in ("encoding_time", "decoding_time")}
             rows.append((spec, arch, med, ratios))
+        same_process = {}
+        if args.in_process:  # last: importing eval_model sets this process to one thread
+            for spec, arch, *_ in rows:
+                same_process[spec] = in_process(spec, images, tmp / f"{spec.replace(':', '-')}.pth.tar", arch,
+                                                args.repeats)
 
     print(f"{len(args.photos)} photos ({', '.join(args.photos)}), {args.crop}x{args.crop} crops; each time is the "
           f"median over {args.repeats} runs of the mean over images, ratio = robustnic / eval_model (median of the "
@@ -110,6 +142,10 @@ def main(argv: list[str] | None = None) -> None:
             r = ratios[key]
             cells.append(f"{a[key]:.3f} | {b[key]:.3f} | {statistics.median(r):.2f} [{min(r):.2f}-{max(r):.2f}]")
         print(f"| {spec} ({arch}) | {a['bpp']:.4f} / {b['bpp']:.4f} | {cells[0]} | {cells[1]} |")
+    for spec, r in same_process.items():
+        print(f"\nin one process, image by image: {spec} ratio encoding {r['encoding_time']:.2f}, "
+              f"decoding {r['decoding_time']:.2f}")
+
 
 if __name__ == "__main__":
     main()
