@@ -65,7 +65,7 @@ HYPERPRIOR = "bmshj2018-hyperprior"
 _HIGH_RATE = dict(architecture=HYPERPRIOR, M=192, steps=12000, lr=3e-4, lr_drops=[(0.7, 0.3), (0.9, 0.3)],
                   init_from="hyperprior-long:q3")
 Q8 = str(RUNS / "hyperprior-long-q8" / Trainer.CHECKPOINT)
-_HIGH_RATE_DERIVED = dict(architecture=HYPERPRIOR, M=192, steps=3000, lr=1e-4, lr_drops=[(0.75, 0.3)])
+_HIGH_RATE_DERIVED = dict(architecture=HYPERPRIOR, M=192, steps=2000, lr=1e-4, lr_drops=[(0.75, 0.3)])
 
 PLAN: list[PlannedModel] = [
     PlannedModel("hyperprior-small", 3, _cfg(3, architecture=HYPERPRIOR, steps=6000, lr=3e-4,
