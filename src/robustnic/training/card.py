@@ -56,14 +56,18 @@ def attack_damage(codec: Codec, photos: dict[str, torch.Tensor], budgets: list[s
     return out
 
 
-def record_vulnerability(weights_dir: Path = WEIGHTS_DIR, setup: dict = VULNERABILITY, progress: bool = True) -> int:
-    """Attack every shipped model whose manifest row has no result for ``setup`` (or one measured on other
-    weights) and store it in the row (``"vulnerability"``); returns how many models were attacked."""
+def record_vulnerability(weights_dir: Path = WEIGHTS_DIR, setup: dict = VULNERABILITY, progress: bool = True,
+                         only: list[str] | None = None) -> int:
+    """Attack every shipped model (or those in ``only``) whose manifest row has no result for ``setup`` (or
+    one measured on other weights), highest rate first, and store it in the row (``"vulnerability"``, one
+    row at a time, so an interrupted run keeps what it measured); returns how many models were attacked."""
     from robustnic.training.zoo import manifest_lock  # the zoo build imports this module
 
     stale = [row for row in read_manifest(weights_dir).values()
-             if (row.info.get("vulnerability") or {}).get("setup") != setup
-             or row.info["vulnerability"].get("sha256") != row.sha256]
+             if (only is None or row.spec in only)
+             and ((row.info.get("vulnerability") or {}).get("setup") != setup
+                  or row.info["vulnerability"].get("sha256") != row.sha256)]
+    stale.sort(key=lambda r: -(r.info.get("lambda") or 0) if r.metric == "mse" else 0)
     photos = bundled_photos(crop=setup["crop"])
     for row in tqdm(stale, desc="attack shipped models", disable=not progress):
         codec = load_shipped(row.spec, weights_dir=weights_dir)
@@ -238,9 +242,10 @@ def write_card(weights_dir: Path = WEIGHTS_DIR) -> Path:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--no-attacks", action="store_true", help="keep the stored vulnerability results, attack nothing")
+    p.add_argument("--only", action="append", default=None, help="attack only these models (family:qK; repeatable)")
     args = p.parse_args(argv)
     if not args.no_attacks:
-        record_vulnerability()
+        record_vulnerability(only=args.only)
     print(write_card())
 
 
