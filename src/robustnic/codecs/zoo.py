@@ -109,8 +109,10 @@ RELABELED_IN_0_2 = frozenset({
 
 def resolve_shipped_spec(spec: str, manifest: dict[str, ShippedModel]) -> str:
     """The manifest key ``spec`` names: itself, a family's middle quality for a bare family name, or
-    (with a :class:`LabelDeprecationWarning`) the model a pre-0.2 label named. Raises
-    :class:`CodecLoadError` when nothing matches."""
+    (with a :class:`LabelDeprecationWarning`) the model a pre-0.2 label named when that label is not a
+    label of today. A label valid under both conventions (``hyperprior-long:q3``) means CompressAI's
+    quality: warning on it would warn on every correct use. Raises :class:`CodecLoadError` when nothing
+    matches."""
     family, _, rest = spec.partition(":")
     shipped = sorted(m.quality for m in manifest.values() if m.family == family)
     if not rest and shipped:
@@ -119,12 +121,7 @@ def resolve_shipped_spec(spec: str, manifest: dict[str, ShippedModel]) -> str:
     if family in RELABELED_IN_0_2 and quality.isdigit():
         old, new = int(quality), int(quality) + 1
         current = f"{family}:q{old}"
-        if current in manifest:
-            if new in shipped:
-                warnings.warn(
-                    f"{current} is CompressAI's quality {old} (λ {manifest[current].info.get('lambda')}) since "
-                    f"robustnic 0.2; the model labelled q{old} before 0.2 is {family}:q{new}",
-                    LabelDeprecationWarning, stacklevel=3)
+        if current in manifest:  # a label valid under both conventions means CompressAI's quality
             return current
         if new in shipped:
             warnings.warn(f"{current} is the pre-0.2 label of {family}:q{new} (labels follow CompressAI's "
