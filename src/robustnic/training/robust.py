@@ -23,7 +23,6 @@ ROBUST_PLAN = [
     ("hyperprior-small-robust", 3, "hyperprior-small:q3", "runs/finetune/hyperprior-small-q3-v2"),
     ("factorized-small-robust", 3, "factorized-small:q3", "runs/finetune/factorized-small-q3"),
     ("hyperprior-long-robust", 8, "hyperprior-long:q8", "runs/finetune/hyperprior-long-q8"),
-    ("hyperprior-long-robust", 6, "hyperprior-long:q6", "runs/finetune/hyperprior-long-q6"),
 ]
 #: FinetuneConfig fields written into each row's command line (option = ``--`` + field with dashes).
 COMMAND_FIELDS = ("batch_size", "patch_size", "lr", "attack", "attack_steps", "budget", "ramp_steps", "adv_fraction",
