@@ -174,7 +174,7 @@ def write_card(weights_dir: Path = WEIGHTS_DIR) -> Path:
     ax.set_ylabel("PSNR-RGB (dB)")
     ax.set_title(f"Held-out photos ({', '.join(HELDOUT_PHOTOS)})", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     with atomic_path(weights_dir / "rd.png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
