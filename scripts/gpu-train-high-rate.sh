@@ -5,7 +5,7 @@
 #   here (network, the project's .venv):   scripts/gpu-train-high-rate.sh prepare
 #       writes .gpu/photos (the training photos: mate-backgrounds + package photos, never the held-out set)
 #       and .gpu/wheels (compressai and pytorch-msssim for the GPU machine's Python, which has torch but
-#       neither of them); both folders are git-excluded, so name `.gpu` in the device tool's `carry`.
+#       neither of them); .gpu is git-ignored, so name `.gpu` in the device tool's `carry`.
 #   on the GPU machine (no network):        scripts/gpu-train-high-rate.sh train [MINUTES]
 #       installs the wheels into /tmp/site, trains (resuming from .gpu/run if a previous call left a
 #       checkpoint there), stops after MINUTES (default 8) and copies the checkpoint and an fp16 export
@@ -20,7 +20,6 @@ LR=${LR:-0.0001} PYVER=${PYVER:-3.12} DEVICE=${DEVICE:-cuda} PYTHON=${PYTHON:-py
 
 case "${1:-}" in
 prepare)
-    grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
     mkdir -p .gpu/photos .gpu/wheels
     .venv/bin/python - <<'PY'
 import shutil
