@@ -108,21 +108,15 @@ def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str]
     ``quick`` runs them on tiny random models and 64x64 crops (a smoke test, seconds).
     """
     notes: list[str] = []
-    if pretrained and not quick:
-        vanilla, high_rate = vanilla or PRETRAINED_DEMO[0], high_rate or PRETRAINED_DEMO[1]
-        robust = [] if robust is None else robust
-        notes.append(f"models: CompressAI's pretrained {vanilla} and {high_rate} (from the torch hub cache)")
     if quick:
         vanilla = "bmshj2018-hyperprior:N=8:M=16:random"
         robust = ["bmshj2018-factorized:N=8:M=16:random"] if robust is None else robust
         high_rate = "bmshj2018-hyperprior:N=8:M=24:random"
         notes.append("quick mode: tiny random models stand in for the shipped zoo (numbers are meaningless)")
-        crop, images, steps, gens, budgets = 64, ["bundled:astronaut", "bundled:coffee"], 3, 4, ["psnr:35", "psnr:45"]
-        snapshots, rd_q = [1, 4], [30, 70]
     elif pretrained:
-        crop, steps, gens, budgets = 256, 40, 15, ["psnr:30", "psnr:35", "psnr:40", "psnr:45"]
-        images = ["bundled:astronaut", "bundled:coffee", "bundled:chelsea"]
-        snapshots, rd_q = [1, 5, 15], [10, 30, 50, 70, 90]
+        vanilla, high_rate = vanilla or PRETRAINED_DEMO[0], high_rate or PRETRAINED_DEMO[1]
+        robust = [] if robust is None else robust
+        notes.append(f"models: CompressAI's pretrained {vanilla} and {high_rate} (from the torch hub cache)")
     else:
         manifest = read_manifest()
         vanilla = vanilla or (DEFAULT_MODEL if DEFAULT_MODEL in manifest else next(iter(manifest), None))
@@ -139,6 +133,10 @@ def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str]
             lmbda = manifest[high_rate].info.get("lambda") if high_rate in manifest else None
             notes.append(f"models: shipped {vanilla} (vanilla), {high_rate} (highest rate"
                          + (f", λ {lmbda}" if lmbda else "") + "), fine-tuned " + (", ".join(robust) or "none"))
+    if quick:
+        crop, images, steps, gens, budgets = 64, ["bundled:astronaut", "bundled:coffee"], 3, 4, ["psnr:35", "psnr:45"]
+        snapshots, rd_q = [1, 4], [30, 70]
+    else:
         crop, steps, gens, budgets = 256, 40, 15, ["psnr:30", "psnr:35", "psnr:40", "psnr:45"]
         images = ["bundled:astronaut", "bundled:coffee", "bundled:chelsea"]
         snapshots, rd_q = [1, 5, 15], [10, 30, 50, 70, 90]
