@@ -80,9 +80,10 @@ def warm_start(net: torch.nn.Module, source: str, widen: bool = True) -> tuple[i
     if widen:
         parameters = dict(net.named_parameters())
         for name, value in state.items():
-            target = own.get(name)
-            if (name in matched or name not in parameters or target is None or target.dim() != value.dim()
-                    or any(t < s for t, s in zip(target.shape, value.shape))):
+            if name in matched or name not in parameters:
+                continue
+            target = own[name]
+            if target.dim() != value.dim() or any(t < s for t, s in zip(target.shape, value.shape)):
                 continue
             wider = target.clone()
             module = net.get_submodule(name.rsplit(".", 1)[0]) if "." in name else net
