@@ -2,7 +2,7 @@
 
 Every case takes a valid container (a tiny random learned model or JPEG/WebP, on a 64x96 or an
 odd 45x71 crop, with a geometric transform), applies one mutation of
-:func:`robustnic.data.badinputs.mutate_bitstream` (bit flips, truncation, header fields, string
+:func:`robustnic.testing.badinputs.mutate_bitstream` (bit flips, truncation, header fields, string
 lengths, garbage payloads, a large declared size with a consistent latent shape; most with the
 CRC recomputed), decodes it and records the outcome:
 
@@ -83,7 +83,7 @@ def classify(message: str) -> str:
 
 def case_plan(seed: int, index: int) -> tuple[int, int, str, random.Random]:
     """(codec index, base index, mutation kind, rng) of case ``index``: deterministic."""
-    from robustnic.data.badinputs import BITSTREAM_MUTATIONS
+    from robustnic.testing.badinputs import BITSTREAM_MUTATIONS
 
     rng = random.Random(f"{seed}:{index}")
     return rng.randrange(len(CODECS)), rng.randrange(2), rng.choice(BITSTREAM_MUTATIONS), rng
@@ -124,7 +124,7 @@ def worker(args: argparse.Namespace) -> None:
         apply_proposed_fix()
     from robustnic.codecs import container, load_codec
     from robustnic.data import bundled_photos
-    from robustnic.data.badinputs import mutate_bitstream
+    from robustnic.testing.badinputs import mutate_bitstream
     from robustnic.errors import BitstreamError
 
     photos = [bundled_photos([name], crop=crop)[name] for name, crop in (("astronaut", (64, 96)), ("coffee", (45, 71)))]
@@ -210,7 +210,7 @@ def measure_overread(args: argparse.Namespace) -> dict:
     from robustnic.codecs import container, load_codec
     from robustnic.codecs.learned import LearnedCodec
     from robustnic.data import bundled_photos
-    from robustnic.data.badinputs import mutate_bitstream
+    from robustnic.testing.badinputs import mutate_bitstream
     from robustnic.errors import BitstreamError
 
     original_lengths: dict[int, int] = {}

@@ -1,7 +1,7 @@
 """Bitstream fuzzing (property-based): a mutated container decodes to an image of its declared
 size or raises BitstreamError - never another exception, a crash or a hang.
 
-Mutations come from :func:`robustnic.data.badinputs.mutate_bitstream` (most recompute the CRC so
+Mutations come from :func:`robustnic.testing.badinputs.mutate_bitstream` (most recompute the CRC so
 they reach the header checks and the payload decoder) plus hypothesis' own bit flips and cuts.
 In this process the declared images stay small; large declared sizes with garbage strings, which
 used to crash CompressAI's rANS decoder (it reads past its buffer), run in a subprocess.
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from robustnic.codecs import container, load_codec
 from robustnic.codecs.learned import LearnedCodec
-from robustnic.data.badinputs import BITSTREAM_MUTATIONS, CRC_VALID_MUTATIONS, fix_crc, mutate_bitstream
+from robustnic.testing.badinputs import BITSTREAM_MUTATIONS, CRC_VALID_MUTATIONS, fix_crc, mutate_bitstream
 from robustnic.errors import BitstreamError
 from tests.conftest import TINY
 
@@ -153,7 +153,7 @@ LARGE_GARBAGE_SCRIPT = r"""
 import random, sys, torch
 from robustnic.codecs import load_codec
 from robustnic.data import bundled_photos
-from robustnic.data.badinputs import mutate_bitstream
+from robustnic.testing.badinputs import mutate_bitstream
 from robustnic.errors import BitstreamError
 x = bundled_photos(["astronaut"], crop=(64, 96))["astronaut"]
 for spec in sys.argv[1:]:

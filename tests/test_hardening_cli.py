@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from robustnic.cli.main import build_parser
-from robustnic.data.badinputs import TOO_LARGE, VALID, corpus_entries, write_corpus
+from robustnic.testing.badinputs import TOO_LARGE, VALID, corpus_entries, write_corpus
 
 TINY_MODEL = "bmshj2018-hyperprior:N=8:M=16:random"
 IMAGE_DESTS = ("image", "images", "input", "inputs")
@@ -291,7 +291,7 @@ def test_decompress_refuses_hostile_bitstreams_in_one_line(tmp_path):
     import torch
 
     from robustnic.codecs import container, load_codec
-    from robustnic.data.badinputs import fix_crc, mutate_bitstream
+    from robustnic.testing.badinputs import fix_crc, mutate_bitstream
 
     torch.manual_seed(0)
     data = load_codec("jpeg:q75").compress(torch.rand(1, 3, 16, 16))

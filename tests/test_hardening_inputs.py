@@ -1,6 +1,6 @@
 """Hardening, library level: every file of the bad-input corpus and every hostile API tensor.
 
-Contract (see :mod:`robustnic.data.badinputs`): ``valid`` files load at their documented size
+Contract (see :mod:`robustnic.testing.badinputs`): ``valid`` files load at their documented size
 with finite values in [0, 1]; ``too-large`` and ``invalid`` ones raise :class:`ImageError`
 (never a Pillow, NumPy or torch exception) quickly and without decoding the pixels.
 """
@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from robustnic.codecs import load_codec
-from robustnic.data.badinputs import INVALID, TOO_LARGE, VALID, bad_tensors, corpus_entries, write_corpus
+from robustnic.testing.badinputs import INVALID, TOO_LARGE, VALID, bad_tensors, corpus_entries, write_corpus
 from robustnic.data.images import check_image_tensor, load_image
 from robustnic.errors import ImageError
 from tests.conftest import TINY

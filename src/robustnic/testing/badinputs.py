@@ -19,7 +19,7 @@ that they reach the payload decoder).
 
 Usage::
 
-    python -m robustnic.data.badinputs OUTDIR     # writes the files and OUTDIR/MANIFEST.json
+    python -m robustnic.testing.badinputs OUTDIR     # writes the files and OUTDIR/MANIFEST.json
 """
 
 from __future__ import annotations
@@ -424,7 +424,7 @@ def mutate_bitstream(data: bytes, kind: str, rng: random.Random, max_side: int =
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m robustnic.data.badinputs", description="Write the bad-input corpus into a folder."
+        prog="python -m robustnic.testing.badinputs", description="Write the bad-input corpus into a folder."
     )
     parser.add_argument("outdir", help="folder to write the files and MANIFEST.json into")
     args = parser.parse_args(argv)
