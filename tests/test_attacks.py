@@ -248,16 +248,24 @@ def test_verify_attack_rejects_mismatched_shapes(toy, crops):
 # ----- the two paper attacks -----------------------------------------------------------------------
 def test_paper_reference_follows_the_scripts_schedule(toy):
     atk = PaperReferenceAttack(toy)
-    assert atk.steps == 1001 and atk.linf_cap == 16
+    assert atk.steps == 1001 and atk.budget == PSNR(40) and atk.budget.linf_cap is None  # no hidden cap
     lrs = [atk.lr_at(i) for i in (0, 1, 333, 334, 666, 667, 1000)]
     assert lrs == pytest.approx([0.01, 0.0033, 0.0033, 0.01 * 0.33**2, 0.01 * 0.33**2, 0.01 * 0.33**3,
                                  0.01 * 0.33**3])
 
 
-def test_paper_attack_respects_the_linf_cap(toy, crops):
+@pytest.mark.parametrize("method", ["paper", "paper-reference", "pgd", "fgsm", "cw"])
+def test_a_budgets_linf_cap_holds_on_the_saved_image_for_every_method(method, toy, crops, tmp_path):
     x, _ = crops
-    x_adv = PaperAttack(toy, budget=PSNR(25), steps=10, linf_cap=3)(x)
-    assert float((x_adv - x).abs().max()) <= 3 / 255 + 1e-6
+    capped = make_attack(method, toy, budget="psnr:25,linf:3", steps=10, seed=0)(x)
+    save_image(capped[:1], tmp_path / "adv.png")
+    saved = load_image(tmp_path / "adv.png")
+    assert float((saved - x[:1]).abs().max()) * 255 <= 3 + 1e-4  # the cap, on the reloaded 8-bit PNG
+    assert float((capped - x).abs().max()) * 255 <= 3 + 1e-4
+    assert PSNR(25, linf_cap=3).satisfied(x, capped)
+    if method in ("paper", "pgd"):  # without the cap the same attack moves values further: no hidden cap
+        free = make_attack(method, toy, budget="psnr:25", steps=10, seed=0)(x)
+        assert float((free - x).abs().max()) * 255 > 3
 
 
 def test_restarts_keep_the_best_per_image(toy, crops):

@@ -34,4 +34,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "robustnic.attacks.runner": ("AttackResult", "AttackRunDir", "run_attacks", "summarize",
                                    "write_results"),
     "robustnic.attacks.verify": ("verify_attack", "verify_images"),
+    "robustnic.attacks.pipeline": ("AttackOutcome", "AttackSettings", "attack_and_verify", "parse_mask"),
 })

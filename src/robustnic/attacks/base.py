@@ -151,7 +151,8 @@ class Attack:
         if not self.progress or (step % 10 and step != self.steps - 1):
             return
         mse_in = ((x_adv - x) ** 2).flatten(1).mean(1).clamp_min(1e-12)
-        mse_out = ((x_hat.clamp(0, 1) - x) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+        ref = x.repeat(1, x_hat.shape[1] // x.shape[1], 1, 1)  # a forward may stack reconstructions (EOT)
+        mse_out = ((x_hat.clamp(0, 1) - ref) ** 2).flatten(1).mean(1).clamp_min(1e-12)
         self._bar.set_postfix(
             {"psnr-in": f"{float((-10 * mse_in.log10()).mean()):.2f}",
              "psnr-out": f"{float((-10 * mse_out.log10()).mean()):.2f}"},

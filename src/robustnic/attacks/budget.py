@@ -9,6 +9,11 @@ A budget bounds the input distortion between a source image ``x`` and its pertur
 * :class:`Linf` ``(eps)`` - ``max |x_adv - x| <= eps / 255`` (``eps`` in 1/255 units, as ``Linf(8)``);
 * :class:`L2` ``(eps)``   - ``||x_adv - x||_2 <= eps`` over the whole image, in [0, 1] units.
 
+Any of the PSNR, MSE and L2 balls may also carry an explicit L∞ cap, ``max |x_adv - x| <= cap / 255``,
+written ``psnr:35,linf:16`` (``PSNR(35, linf_cap=16)``): the budget is then the intersection of
+both, and every method keeps it, because every method goes through the same :meth:`Budget.project`,
+:meth:`Budget.random_start` and :meth:`Budget.finalize`. A budget without a cap has none.
+
 The budget holds for the image a user saves: :meth:`Budget.finalize` rounds an attack's iterate
 to 8 bits and then finds, by bisection on a scale ``s`` of the perturbation, the largest
 ``s in [0, 1]`` whose rounded image ``round(255·(x + s·δ)) / 255`` satisfies the budget. The test
@@ -54,6 +59,8 @@ class Budget(ABC):
     kind: str = ""
     #: Whether gradient-sign attacks use sign steps (L∞) or L2-normalised steps (every other ball).
     is_linf: bool = False
+    #: Optional L∞ cap on the perturbation, in 1/255 units (``psnr:35,linf:16``); None: no cap.
+    linf_cap: float | None = None
 
     # ----- what each ball defines -------------------------------------------------------------
     @abstractmethod
@@ -72,12 +79,38 @@ class Budget(ABC):
     def smallest_change_fits(self, num_values: int) -> bool:
         """Whether moving one value of an image of ``num_values`` values by 1/255 fits the ball."""
 
+    # ----- the optional L∞ cap -----------------------------------------------------------------
+    def _set_cap(self, linf_cap: float | None) -> None:
+        if linf_cap is not None:
+            if self.is_linf:
+                raise BudgetError(f"an L∞ budget needs no L∞ cap: use linf:{min(self.value, float(linf_cap)):g}")
+            self.linf_cap = self._positive(linf_cap, "L∞ cap (in 1/255 units)")
+
+    @property
+    def linf_bound(self) -> float | None:
+        """The largest ``|δ|`` any value may take, in 1/255 units: the L∞ budget or the cap (None: unbounded)."""
+        return float(self.value) if self.is_linf else self.linf_cap
+
+    def _fits_all(self, d: torch.Tensor) -> torch.Tensor:
+        """:meth:`_fits` and, with a cap, ``max |d| <= cap`` (``d`` in grid units)."""
+        ok = self._fits(d)
+        if self.linf_cap is not None:
+            ok = ok & (d.abs().amax(1) <= self.linf_cap * (1 + _SLACK))
+        return ok
+
+    def clip_cap(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """``x_adv`` with ``δ`` clipped to the L∞ cap (unchanged without one)."""
+        if self.linf_cap is None:
+            return x_adv
+        cap = self.linf_cap / 255.0
+        return torch.minimum(torch.maximum(x_adv, x - cap), x + cap)
+
     # ----- shared behaviour --------------------------------------------------------------------
     def satisfied_each(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-        """Per-image booleans ``(B,)``: does ``x_adv`` stay within the budget around ``x``?"""
+        """Per-image booleans ``(B,)``: does ``x_adv`` stay within the budget (and its cap) around ``x``?"""
         if x.shape != x_adv.shape:
             raise BudgetError(f"budget check on images of different shapes {tuple(x.shape)} and {tuple(x_adv.shape)}")
-        return self._fits(_grid_diff(x, x_adv))
+        return self._fits_all(_grid_diff(x, x_adv))
 
     def satisfied(self, x: torch.Tensor, x_adv: torch.Tensor) -> bool:
         """True when every image of the batch satisfies the budget (a plain ``bool``)."""
@@ -86,7 +119,7 @@ class Budget(ABC):
     def check_possible(self, x: torch.Tensor) -> None:
         """Raise :class:`BudgetError` if the budget allows no 8-bit change of ``x`` at all."""
         n = x[0].numel()
-        if not self.smallest_change_fits(n):
+        if not self.smallest_change_fits(n) or (self.linf_cap is not None and self.linf_cap * (1 + _SLACK) < 1.0):
             h, w = x.shape[-2:]
             smallest = 10 * math.log10(n * 255.0**2)
             raise BudgetError(
@@ -96,7 +129,11 @@ class Budget(ABC):
             )
 
     def project(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-        """Continuous projection of ``x_adv`` onto the ball around ``x`` and the [0, 1] box."""
+        """Continuous projection of ``x_adv`` onto the ball around ``x``, the L∞ cap and the [0, 1] box.
+
+        With a cap, the ball's projection is followed by the clip to the cap: clipping only shrinks
+        ``|δ|`` value by value, so the result lies in both (a feasible point, not always the nearest).
+        """
         delta = x_adv - x
         if self.is_linf:
             r = self.radius(x).view(-1, 1, 1, 1)
@@ -105,7 +142,7 @@ class Budget(ABC):
             norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
             scale = (self.radius(x) / norm).clamp(max=1.0)
             delta = delta * scale.view(-1, 1, 1, 1)
-        return (x + delta).clamp(0.0, 1.0)  # the box clip only shrinks |δ|: stays in the ball
+        return self.clip_cap(x, x + delta).clamp(0.0, 1.0)  # the box clip only shrinks |δ|: stays in the ball
 
     def ascent_step(self, grad: torch.Tensor, size: torch.Tensor | float) -> torch.Tensor:
         """A step of length ``size`` (per image, ball units) along ``grad``: sign for L∞, L2-normalised else."""
@@ -126,7 +163,7 @@ class Budget(ABC):
             g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
             u = torch.rand((x.shape[0], 1, 1, 1), generator=generator, device=generator.device, dtype=x.dtype)
             delta = g * r * u
-        return (x + delta.to(x.device)).clamp(0.0, 1.0)
+        return self.clip_cap(x, x + delta.to(x.device)).clamp(0.0, 1.0)
 
     def largest_feasible(self, x: torch.Tensor, direction: torch.Tensor, s_max: float = 1.0) -> torch.Tensor:
         """The 8-bit image ``round(255·(x + s·direction)) / 255`` with the largest ``s in [0, s_max]``
@@ -148,7 +185,7 @@ class Budget(ABC):
 
         def fits(s: torch.Tensor) -> torch.Tensor:
             d = (candidate(s) - base).flatten(1)
-            return self._fits(d if on_grid else _snap(d))
+            return self._fits_all(d if on_grid else _snap(d))
 
         lo = torch.zeros(B, dtype=torch.float64, device=x.device)
         hi = torch.full_like(lo, float(s_max))
@@ -171,16 +208,19 @@ class Budget(ABC):
         return self.largest_feasible(x, x_adv - x, 1.0)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.value:g})"
+        cap = "" if self.linf_cap is None else f", linf_cap={self.linf_cap:g}"
+        return f"{type(self).__name__}({self.value:g}{cap})"
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.value:g}"
+        cap = "" if self.linf_cap is None else f",linf:{self.linf_cap:g}"
+        return f"{self.kind}:{self.value:g}{cap}"
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.value == other.value  # type: ignore[attr-defined]
+        return (type(self) is type(other) and self.value == other.value  # type: ignore[attr-defined]
+                and self.linf_cap == other.linf_cap)  # type: ignore[attr-defined]
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self.value))
+        return hash((type(self).__name__, self.value, self.linf_cap))
 
     @staticmethod
     def _positive(value: float, what: str) -> float:
@@ -198,8 +238,9 @@ class MSE(Budget):
 
     kind = "mse"
 
-    def __init__(self, tau: float = 1e-4):
+    def __init__(self, tau: float = 1e-4, linf_cap: float | None = None):
         self.value = self.tau = self._positive(tau, "MSE budget")
+        self._set_cap(linf_cap)
 
     def _fits(self, d: torch.Tensor) -> torch.Tensor:
         limit = self.tau * d.shape[1] * 255.0**2
@@ -221,9 +262,9 @@ class PSNR(MSE):
 
     kind = "psnr"
 
-    def __init__(self, db: float = 40.0):
+    def __init__(self, db: float = 40.0, linf_cap: float | None = None):
         db = self._positive(db, "PSNR budget (dB)")
-        super().__init__(10.0 ** (-db / 10.0))
+        super().__init__(10.0 ** (-db / 10.0), linf_cap)
         self.value = self.db = db
 
     def measure(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -237,8 +278,9 @@ class Linf(Budget):
     kind = "linf"
     is_linf = True
 
-    def __init__(self, eps: float = 8.0):
+    def __init__(self, eps: float = 8.0, linf_cap: float | None = None):
         self.value = self.eps = self._positive(eps, "L∞ budget (in 1/255 units)")
+        self._set_cap(linf_cap)
 
     def _fits(self, d: torch.Tensor) -> torch.Tensor:
         return d.abs().amax(1) <= self.eps * (1 + _SLACK)
@@ -258,8 +300,9 @@ class L2(Budget):
 
     kind = "l2"
 
-    def __init__(self, eps: float = 1.0):
+    def __init__(self, eps: float = 1.0, linf_cap: float | None = None):
         self.value = self.eps = self._positive(eps, "L2 budget")
+        self._set_cap(linf_cap)
 
     def _fits(self, d: torch.Tensor) -> torch.Tensor:
         return (d * d).sum(1, dtype=torch.float64) <= (self.eps * 255.0) ** 2 * (1 + _SLACK)
@@ -278,17 +321,36 @@ class L2(Budget):
 BUDGETS: dict[str, type[Budget]] = {"psnr": PSNR, "mse": MSE, "linf": Linf, "l2": L2}
 
 
+def _parse_part(part: str, spec: str) -> tuple[str, str]:
+    m = re.fullmatch(r"\s*([A-Za-z0-9∞]+)\s*[:=]\s*([^\s,]+)\s*", part)
+    kind = m.group(1).lower().replace("∞", "inf") if m else ""
+    if not m or kind not in BUDGETS:
+        raise BudgetError(f"cannot read budget {spec!r}: use KIND:VALUE with KIND one of {', '.join(BUDGETS)} "
+                          "(e.g. psnr:40), optionally with an L∞ cap (e.g. psnr:40,linf:16)")
+    return kind, m.group(2)
+
+
 def parse_budget(spec: str | Budget) -> Budget:
-    """``"psnr:40"``, ``"mse:1e-4"``, ``"linf:8"`` (1/255 units) or ``"l2:1.5"`` -> a :class:`Budget`."""
+    """``"psnr:40"``, ``"mse:1e-4"``, ``"linf:8"`` (1/255 units) or ``"l2:1.5"`` -> a :class:`Budget`.
+
+    A PSNR, MSE or L2 budget takes an L∞ cap after a comma: ``"psnr:40,linf:16"``
+    (``str(parse_budget(s))`` gives the spec back in canonical form).
+    """
     if isinstance(spec, Budget):
         return spec
     if not isinstance(spec, str):
         raise BudgetError(f"budget must be a string like 'psnr:40', got {spec!r}")
-    m = re.fullmatch(r"\s*([A-Za-z0-9∞]+)\s*[:=]\s*([^\s]+)\s*", spec)
-    kind = m.group(1).lower().replace("∞", "inf") if m else ""
-    if not m or kind not in BUDGETS:
-        raise BudgetError(f"cannot read budget {spec!r}: use KIND:VALUE with KIND one of {', '.join(BUDGETS)} (e.g. psnr:40)")
-    return BUDGETS[kind](m.group(2))  # the constructor validates the value
+    parts = spec.split(",")
+    if len(parts) > 2:
+        raise BudgetError(f"cannot read budget {spec!r}: one ball and at most one L∞ cap, e.g. psnr:40,linf:16")
+    kind, value = _parse_part(parts[0], spec)
+    cap = None
+    if len(parts) == 2:
+        cap_kind, cap = _parse_part(parts[1], spec)
+        if cap_kind != "linf":
+            raise BudgetError(f"cannot read budget {spec!r}: only an L∞ cap may follow the comma "
+                              f"(e.g. {kind}:{value},linf:16), not {cap_kind}")
+    return BUDGETS[kind](value, linf_cap=cap)  # the constructor validates the values
 
 
 __all__ = ["BUDGETS", "Budget", "L2", "Linf", "MSE", "PSNR", "parse_budget"]

@@ -18,12 +18,13 @@ class PaperReferenceAttack(Attack):
     r"""Untargeted attack of Chen & Ma, "Toward Robust Neural Image Compression: Adversarial Attack
     and Model Finetuning" (IEEE TCSVT 2023, arXiv 2112.08691), reproduced faithfully.
 
-    Distance Measure : the budget (MSE/PSNR in the paper) plus an L∞ cap on δ.
+    Distance Measure : the budget (MSE/PSNR in the paper) and its L∞ cap if it has one (the
+    scripts cap δ at 16/255: ``psnr:40,linf:16`` reproduces them).
 
     Adam on δ (initialised from U(-1e-5, 1e-5); later restarts from U(-0.01, 0.01)). At each step,
-    per image, *one* loss: if x' = clip(x + clip(δ, ±cap), 0, 1) is outside the budget, MSE(x, x')
-    (a step back toward x); otherwise minus the objective gain (by default MSE between the
-    reconstruction of x' and the clean reconstruction). The learning rate follows the script's
+    per image, *one* loss: if x' = clip(x + clip(δ, ±cap), 0, 1) (cap: the budget's L∞ bound, if
+    any) is outside the budget, MSE(x, x') (a step back toward x); otherwise minus the objective
+    gain (by default MSE between the reconstruction of x' and the clean reconstruction). The learning rate follows the script's
     ``MultiStepLR([1, 2, 3], gamma)`` stepped at every ``steps // 3``-th iteration: ``lr`` at step
     0, then ``lr·γ`` up to step ``steps//3``, ``lr·γ²`` up to ``2·(steps//3)``, ``lr·γ³`` after.
     The last iterate is returned; the base then rounds it to 8 bits inside the budget (the
@@ -32,7 +33,6 @@ class PaperReferenceAttack(Attack):
     Arguments:
         codec (Codec): codec to attack. steps (int): iterations (Default: 1001).
         lr (float): Adam learning rate (Default: 0.01). gamma (float): decay factor (Default: 0.33).
-        linf_cap (float): L∞ cap on δ in 1/255 units (Default: 16; None for no cap).
         Others as :class:`~robustnic.attacks.base.Attack` (budget Default: ``PSNR(40)``, i.e. τ = 1e-4).
 
     Shape:
@@ -45,10 +45,9 @@ class PaperReferenceAttack(Attack):
 
     name = "paper-reference"
 
-    def __init__(self, codec, steps: int = 1001, lr: float = 0.01, gamma: float = 0.33,
-                 linf_cap: float | None = 16, **kwargs):
+    def __init__(self, codec, steps: int = 1001, lr: float = 0.01, gamma: float = 0.33, **kwargs):
         super().__init__(codec, steps=steps, **kwargs)
-        self.lr, self.gamma, self.linf_cap = float(lr), float(gamma), linf_cap
+        self.lr, self.gamma = float(lr), float(gamma)
 
     def lr_at(self, step: int) -> float:
         """The script's effective learning rate at ``step``."""
@@ -61,9 +60,8 @@ class PaperReferenceAttack(Attack):
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         delta = ((2 * u - 1) * spread).requires_grad_(True)
         opt = torch.optim.Adam([delta], lr=self.lr)
-        cap = float("inf") if self.linf_cap is None else self.linf_cap / 255.0
-        if self.budget.is_linf:  # an L∞ budget is a cap too
-            cap = min(cap, float(self.budget.radius(x)[0]))
+        bound = self.budget.linf_bound  # an L∞ budget or the budget's cap, in 1/255 units
+        cap = float("inf") if bound is None else bound / 255.0
         for i in self.iterations():
             for group in opt.param_groups:
                 group["lr"] = self.lr_at(i)
