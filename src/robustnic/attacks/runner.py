@@ -19,10 +19,7 @@ cover every image. A folder that holds a run with other settings is refused, nev
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Sequence
@@ -36,6 +33,7 @@ from robustnic.codecs.base import Codec
 from robustnic.data.images import save_image
 from robustnic.errors import ImageError, RobustnicError
 from robustnic.utils.io import atomic_write_text
+from robustnic.utils.tables import csv_text, finite_mean, from_json, group_means, json_safe
 
 
 @dataclass
@@ -123,49 +121,21 @@ def run_attacks(
 
 
 def _mean(values: Iterable[float]) -> float:
-    values = [float(v) for v in values]
-    return sum(values) / len(values) if values else math.nan
+    return finite_mean(values)
 
 
 def summarize(rows: Sequence[dict[str, Any]], by: Sequence[str] = ("method", "budget")) -> list[dict[str, Any]]:
-    """Means of every numeric column per group (``n`` images); booleans become the share that holds."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row.get(k) for k in by), []).append(row)
-    summary = []
-    for key, members in groups.items():
-        out: dict[str, Any] = dict(zip(by, key)) | {"n": len(members)}
-        for col in members[0]:
-            if col in by:
-                continue
-            values = [r.get(col) for r in members]
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                out[col] = _mean(values)
-            elif all(isinstance(v, bool) for v in values):
-                out[col] = sum(values) / len(values)
-        summary.append(out)
-    return summary
+    """Means of every numeric column per group, by :func:`robustnic.utils.tables.group_means`'s rule:
+    ``n`` rows per group, None/NaN/inf left out of a mean (``n:COLUMN`` counts what entered when fewer
+    did), booleans averaged to the share that holds."""
+    return group_means(rows, by)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "inf", "-inf", "nan": strict JSON has no such numbers
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+_json_safe = json_safe
 
 
 def _csv_text(rows: Sequence[dict[str, Any]]) -> str:
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(k for k in row if k not in columns)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+    return csv_text(rows)
 
 
 def _file_part(text: str) -> str:
@@ -173,10 +143,8 @@ def _file_part(text: str) -> str:
 
 
 def _from_json(value: Any) -> Any:
-    """Undo :func:`_json_safe` for a row read back from ``results.json``."""
-    if value in ("inf", "-inf", "nan"):
-        return float(value)
-    return value
+    """Undo :func:`_json_safe` for a row read back from ``results.json`` (also the older ``"nan"``)."""
+    return from_json(value)
 
 
 def _save_images(r: AttackResult, out: Path, clean: bool = True) -> dict[str, Any]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -18,6 +16,7 @@ from robustnic.codecs.learned import PAD_MULTIPLE, LearnedCodec
 from robustnic.data.images import pad_to_multiple
 from robustnic.metrics import estimated_bpp, ms_ssim, psnr
 from robustnic.utils.io import atomic_write_text
+from robustnic.utils.tables import json_safe, mean_count, write_csv
 
 #: Per-image keys, in CompressAI's ``eval_model`` vocabulary plus robustnic's extras: ``bpp`` counts the
 #: entropy-coded payload, ``bpp-file`` the whole file with its header, ``bpp-estimated`` the model's
@@ -84,12 +83,13 @@ def _evaluate_image(codec: Codec, x: torch.Tensor) -> dict[str, float | None]:
 
 
 def mean_row(rows: Iterable[dict[str, float | None]]) -> dict[str, float | None]:
-    """Mean of every key over rows, ignoring None (None if no row has a value)."""
+    """Mean of every key of the first row over rows, by :func:`robustnic.utils.tables.mean_count`'s rule
+    (None, NaN and inf left out); None where no value entered (a codec without the estimate)."""
     rows = list(rows)
     out: dict[str, float | None] = {}
     for key in rows[0] if rows else []:
-        values = [r[key] for r in rows if r.get(key) is not None]
-        out[key] = sum(values) / len(values) if values else None
+        mean, count = mean_count(r.get(key) for r in rows)
+        out[key] = mean if count else None
     return out
 
 
@@ -117,12 +117,8 @@ def write_results(evaluations: list[dict], out: str | Path) -> tuple[Path, Path]
         "per_image": {e["name"]: e["per_image"] for e in evaluations},
     }
     json_path, csv_path = out.with_suffix(".json"), out.with_suffix(".csv")
-    atomic_write_text(json_path, json.dumps(summary, indent=2))
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["model", "image", *RD_KEYS])
-    for e in evaluations:
-        for image, row in list(e["per_image"].items()) + [("mean", e["results"])]:
-            writer.writerow([e["name"], image, *("" if row.get(k) is None else f"{row[k]:.6g}" for k in RD_KEYS)])
-    atomic_write_text(csv_path, buf.getvalue())
+    atomic_write_text(json_path, json.dumps(json_safe(summary), indent=2, allow_nan=False))
+    table = [{"model": e["name"], "image": image} | {k: row.get(k) for k in RD_KEYS}
+             for e in evaluations for image, row in [*e["per_image"].items(), ("mean", e["results"])]]
+    write_csv(csv_path, table, ["model", "image", *RD_KEYS], float_format="{:.6g}")
     return json_path, csv_path

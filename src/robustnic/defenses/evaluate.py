@@ -16,6 +16,7 @@ import torch
 from robustnic.attacks import make_attack, verify_attack
 from robustnic.codecs.base import Codec
 from robustnic.defenses.base import DefendedCodec
+from robustnic.utils.tables import finite_mean
 
 
 @dataclass
@@ -31,8 +32,9 @@ class DefenseAttack:
     by_mode: dict[str, list[dict]] = field(default_factory=dict)
 
     def mean(self, key: str) -> float:
-        """Mean of a numeric column over the images."""
-        return sum(float(r[key]) for r in self.rows) / len(self.rows)
+        """Mean of a numeric column over the images (None, NaN and inf left out; NaN if none is left):
+        :func:`robustnic.utils.tables.finite_mean`, the rule of every robustnic table."""
+        return finite_mean(r.get(key) for r in self.rows)
 
 
 def attack_defense(

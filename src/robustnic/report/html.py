@@ -1,13 +1,15 @@
 """``build_report``: one self-contained HTML page from a results store.
 
 The page needs no network: plots and image panels are PNGs embedded as base64 data URIs, the CSS is
-inline and there is no JavaScript. Sections appear for the kinds of rows the store holds:
+inline and there is no JavaScript. Sections come from a registry keyed by job kind
+(:func:`robustnic.report.sections.register_section`) and appear for the kinds of rows the store holds:
 
 * clean rate-distortion (table + RD plot),
 * attacks (table of means over images + image panels),
 * robustness curves (PSNR under attack and bpp increase vs budget, with the AUC of each curve),
 * recompression (PSNR and bpp at every generation + decoded images at selected generations),
-* transfer (cross-image and cross-model heatmaps).
+* transfer (cross-image and cross-model heatmaps),
+* for a kind with no registered section, a generic table of its rows.
 
 Every number on the page is read from the store (measured by ``robustnic bench`` on real
 bitstreams); ``results.csv`` and ``results.json`` beside the page hold every row.
@@ -15,7 +17,6 @@ bitstreams); ``results.csv`` and ``results.json`` beside the page hold every row
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import html
 import math
@@ -29,9 +30,11 @@ from robustnic import __version__
 from robustnic.attacks import BASELINES
 from robustnic.report.figures import heatmap_figure, rd_figure, recompression_figure, robustness_figure
 from robustnic.report.panels import attack_panel, generation_strip
-from robustnic.studies.curves import CURVE_METRICS, finite_mean, group_means, robustness_curves
+from robustnic.report.sections import ReportContext, fmt, html_table, img_tag, register_section, render_sections
+from robustnic.studies.curves import CURVE_METRICS, robustness_curves
 from robustnic.studies.recompression import recompression_series
-from robustnic.studies.store import ResultStore, Row, export_rows, latest_rows
+from robustnic.studies.store import ResultStore, Row, export_rows, latest_rows, row_means
+from robustnic.utils.tables import finite_mean
 from robustnic.studies.transfer import TransferMatrix, mean_matrix
 from robustnic.utils.io import atomic_write_bytes, atomic_write_text
 
@@ -52,39 +55,6 @@ nav a{margin-right:14px;font-size:13.5px} code{background:#eef2f6;padding:0 3px;
 
 
 # ----- small helpers ---------------------------------------------------------------------------------
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "–"
-        if math.isinf(v):
-            return "∞" if v > 0 else "−∞"
-        a = abs(v)
-        return f"{v:.4f}" if a < 1 else f"{v:.2f}" if a < 1000 else f"{v:.0f}"
-    return html.escape(str(v))
-
-
-def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], left: int = 1) -> str:
-    """An HTML table; ``columns`` are (key, header); the first ``left`` columns are left-aligned."""
-    def cls(i: int) -> str:
-        return ' class="l"' if i < left else ""
-
-    head = "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, (_, h) in enumerate(columns))
-    body = []
-    for r in rows:
-        cells = "".join(f"<td{cls(i)}>{_fmt(r.get(k))}</td>" for i, (k, _) in enumerate(columns))
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
 def family(model: str) -> str:
     """A codec's family for RD lines: the spec without its quality (``jpeg:q50`` -> ``jpeg``)."""
     parts = [p for p in str(model).split(":") if not re.fullmatch(r"q?\d+", p)]
@@ -99,36 +69,61 @@ def _label(config: dict[str, Any]) -> str:
 
 
 # ----- sections --------------------------------------------------------------------------------------
-def _rd_section(rows: list[Row], figures: dict[str, bytes]) -> str:
+#: Configuration keys that identify a clean RD setting, and the results averaged over its images.
+RD_BY = ("model", "defense", "crop")
+RD_METRICS = ("bpp", "bpp-file", "psnr-rgb", "ms-ssim-rgb")
+
+
+def rd_means(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """The RD table: means over images per :data:`RD_BY` setting (:func:`~robustnic.studies.store.row_means`)."""
+    return row_means(rows, RD_BY, RD_METRICS)
+
+
+@register_section("rd")
+def rd_section(ctx: ReportContext) -> str:
+    """Clean rate-distortion: a table of means and the RD plot."""
+    rows, figures = ctx.rows("rd"), ctx.figures
     if not rows:
         return ""
-    means = group_means(rows, ("model", "defense", "crop"), ("bpp", "bpp-file", "psnr-rgb", "ms-ssim-rgb"))
+    means = rd_means(rows)
     means.sort(key=lambda r: (family(r["model"]), r["bpp"]))
     series: dict[str, list[tuple[float, float]]] = {}
     for r in means:
         name = family(r["model"]) + ("" if r["defense"] in (None, "none") else f" +{r['defense']}")
         series.setdefault(name, []).append((r["bpp"], r["psnr-rgb"]))
-    table = _table(means, [("model", "codec"), ("defense", "defense"), ("crop", "crop"), ("bpp", "bpp"),
-                           ("bpp-file", "bpp (file)"), ("psnr-rgb", "PSNR (dB)"), ("ms-ssim-rgb", "MS-SSIM"),
-                           ("n", "images")], left=2)
+    table = html_table(means, [("model", "codec"), ("defense", "defense"), ("crop", "crop"), ("bpp", "bpp"),
+                               ("bpp-file", "bpp (file)"), ("psnr-rgb", "PSNR (dB)"), ("ms-ssim-rgb", "MS-SSIM"),
+                               ("n", "images")], left=2)
     return (
         '<section id="rd"><h2>Clean rate-distortion</h2>'
         '<p class="note">Means over images; bpp counts the entropy-coded payload (for JPEG/WebP: the whole '
         "JPEG/WebP file), “bpp (file)” the robustnic container too.</p>"
-        f"{table}<figure>{_img(figures.setdefault('rd.png', rd_figure(series)), 'RD plot')}<figcaption>PSNR vs bpp per codec family."
+        f"{table}<figure>{img_tag(figures.setdefault('rd.png', rd_figure(series)), 'RD plot')}"
+        "<figcaption>PSNR vs bpp per codec family."
         "</figcaption></figure></section>"
     )
 
 
-_ATTACK_BY = ("model", "defense", "adaptive", "attack", "budget", "objective", "standin", "steps", "crop")
+#: Configuration keys that identify an attack setting in the report's table (all but the image).
+ATTACK_BY = ("model", "defense", "adaptive", "attack", "budget", "objective", "standin", "steps", "crop")
+ATTACK_METRICS = (*CURVE_METRICS, "budget-ok")
 
 
-def _attack_section(rows: list[Row], store: ResultStore, max_panels: int, figures: dict[str, bytes]) -> str:
+def attack_means(rows: Iterable[Row]) -> list[dict[str, Any]]:
+    """The attack table: means over images per :data:`ATTACK_BY` setting, by the rule of every robustnic
+    table (:func:`robustnic.utils.tables.group_means`, which the ``attack`` command's summary uses too)."""
+    return row_means(rows, ATTACK_BY, ATTACK_METRICS)
+
+
+@register_section("attack")
+def attack_section(ctx: ReportContext) -> str:
+    """Attacks: a table of means and, per setting, a panel of the image the attack hurt most."""
+    rows, store, max_panels, figures = ctx.rows("attack"), ctx.store, ctx.max_panels, ctx.figures
     if not rows:
         return ""
-    means = group_means(rows, _ATTACK_BY, (*CURVE_METRICS, "budget-ok"))
+    means = attack_means(rows)
     means.sort(key=lambda r: (str(r["model"]), str(r["defense"]), str(r["attack"]), str(r["budget"])))
-    table = _table(means, [
+    table = html_table(means, [
         ("model", "model"), ("defense", "defense"), ("attack", "attack"), ("budget", "budget"), ("adaptive", "adaptive"),
         ("steps", "steps"), ("psnr-in", "PSNR in"), ("psnr-clean", "PSNR clean"), ("psnr-out", "PSNR attacked"),
         ("psnr-drop", "drop (dB)"), ("delta-psnr", "ΔPSNR (VI)"), ("bpp-clean", "bpp clean"),
@@ -137,7 +132,7 @@ def _attack_section(rows: list[Row], store: ResultStore, max_panels: int, figure
     # panels: per setting, the image the attack hurt most
     groups: dict[tuple, list[Row]] = {}
     for r in rows:
-        groups.setdefault(tuple(repr(r.config.get(k)) for k in _ATTACK_BY), []).append(r)
+        groups.setdefault(tuple(repr(r.config.get(k)) for k in ATTACK_BY), []).append(r)
     def drop(r: Row) -> float:
         v = r.result.get("psnr-drop")
         return v if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
@@ -160,8 +155,8 @@ def _attack_section(rows: list[Row], store: ResultStore, max_panels: int, figure
         title = f"{_label(c)} · {c['attack']} · {c['budget']} · {c['image']['name']}"
         png = attack_panel(*(art[n].data for n in needed), title=title)
         figures[f"panel-{len(panels) + 1}.png"] = png
-        panels.append(f"<figure>{_img(png, title)}<figcaption>{html.escape(title)}: the image of this setting "
-                      f"with the largest PSNR drop ({_fmt(worst.result.get('psnr-drop'))} dB).</figcaption></figure>")
+        panels.append(f"<figure>{img_tag(png, title)}<figcaption>{html.escape(title)}: the image of this setting "
+                      f"with the largest PSNR drop ({fmt(worst.result.get('psnr-drop'))} dB).</figcaption></figure>")
     return (
         '<section id="attacks"><h2>Attacks</h2>'
         '<p class="note">Verified on real bitstreams; means over images. PSNR clean/attacked: reconstruction '
@@ -171,11 +166,14 @@ def _attack_section(rows: list[Row], store: ResultStore, max_panels: int, figure
     )
 
 
-def _curves_section(rows: list[Row], figures: dict[str, bytes]) -> str:
-    curves = [c for c in robustness_curves(rows) if len(c.budgets) >= 2]
+@register_section("attack")
+def curves_section(ctx: ReportContext) -> str:
+    """Robustness curves of the attack settings run at two budgets or more."""
+    figures = ctx.figures
+    curves = [c for c in robustness_curves(ctx.rows("attack")) if len(c.budgets) >= 2]
     if not curves:
         return ""
-    table = _table(
+    table = html_table(
         [{"label": c.label, "kind": c.budget_kind, "range": f"{min(c.budgets):g}–{max(c.budgets):g}",
           "points": len(c.budgets), "images": min(c.images), "auc": c.auc, "clean": finite_mean(c.points["psnr-clean"]),
           "worst": min(c.points["psnr-out"]), "bppmax": max(c.points["bpp-increase"])} for c in curves],
@@ -188,13 +186,16 @@ def _curves_section(rows: list[Row], figures: dict[str, bytes]) -> str:
         '<p class="note">Each point: mean over the images attacked at every budget of the curve. AUC = the area under the '
         "reconstruction-PSNR curve divided by the width of the budget range, i.e. the average reconstruction "
         "PSNR under attack over that range (higher is more robust; compare only over equal ranges).</p>"
-        f"{table}<figure>{_img(figures.setdefault('curves.png', robustness_figure(curves)), 'robustness curves')}"
+        f"{table}<figure>{img_tag(figures.setdefault('curves.png', robustness_figure(curves)), 'robustness curves')}"
         "</figure></section>"
     )
 
 
-def _recompression_section(rows: list[Row], store: ResultStore, figures: dict[str, bytes]) -> str:
-    series = recompression_series(rows)
+@register_section("recompression")
+def recompression_section(ctx: ReportContext) -> str:
+    """Recompression: PSNR and bpp per generation, and decoded images at the kept generations."""
+    store, figures = ctx.store, ctx.figures
+    series = recompression_series(ctx.rows("recompression"))
     if not series:
         return ""
     table = [{"label": s["label"], "q": ", ".join(map(str, s["qualities"])) or "–", "gens": len(s["psnr"]),
@@ -206,10 +207,10 @@ def _recompression_section(rows: list[Row], store: ResultStore, figures: dict[st
         '<p class="note">Each generation decodes the previous generation’s 8-bit image from real bytes; '
         "PSNR is against the original. JPEG/WebP use, per image, the quality whose first-generation bpp is "
         "closest to the matched model’s. Curves are means over images.</p>",
-        _table(table, [("label", "codec"), ("q", "matched quality"), ("gens", "generations"),
-                       ("bpp1", "bpp (gen 1)"), ("p1", "PSNR gen 1"), ("pn", "PSNR last"), ("pmin", "PSNR min"),
-                       ("drop", "drop gen 1→last"), ("n", "images")]),
-        f"<figure>{_img(figures['recompression.png'], 'recompression curves')}</figure>",
+        html_table(table, [("label", "codec"), ("q", "matched quality"), ("gens", "generations"),
+                            ("bpp1", "bpp (gen 1)"), ("p1", "PSNR gen 1"), ("pn", "PSNR last"), ("pmin", "PSNR min"),
+                            ("drop", "drop gen 1→last"), ("n", "images")]),
+        f"<figure>{img_tag(figures['recompression.png'], 'recompression curves')}</figure>",
     ]
     # decoded images at the kept generations, for images that every setting saw
     common = sorted(set.intersection(*(set(s["images"]) for s in series)))
@@ -224,7 +225,7 @@ def _recompression_section(rows: list[Row], store: ResultStore, figures: dict[st
                 int(n[len("generation-"):-4]): a.data for n, a in art.items() if n != "generation-000.png"}
         if original is not None:
             figures[f"recompression-{name}.png"] = png = generation_strip(strip_rows, original, crop=128)
-            out.append(f"<figure>{_img(png, 'generations of ' + name)}<figcaption>{html.escape(name)}: centre "
+            out.append(f"<figure>{img_tag(png, 'generations of ' + name)}<figcaption>{html.escape(name)}: centre "
                        "128×128 pixels at the kept generations.</figcaption></figure>")
     out.append("</section>")
     return "".join(out)
@@ -239,7 +240,10 @@ def strip_label(series_label: str, codec: str) -> str:
     return label
 
 
-def _transfer_section(image_rows: list[Row], model_rows: list[Row], figures: dict[str, bytes]) -> str:
+@register_section("transfer-image", "transfer-model")
+def transfer_section(ctx: ReportContext) -> str:
+    """Transfer: a heatmap per cross-image matrix, and per cross-model setting the mean matrix."""
+    image_rows, model_rows, figures = ctx.rows("transfer-image"), ctx.rows("transfer-model"), ctx.figures
     if not image_rows and not model_rows:
         return ""
     out = ['<section id="transfer"><h2>Transfer</h2><p class="note">Cells: reconstruction PSNR drop (dB) '
@@ -249,7 +253,7 @@ def _transfer_section(image_rows: list[Row], model_rows: list[Row], figures: dic
         c = r.config
         title = f"cross-image · {_label(c)} · {c['attack']} · {c['budget']}"
         figures[f"transfer-image-{i + 1}.png"] = png = heatmap_figure(TransferMatrix.from_dict(r.result), "psnr-drop", title)
-        out.append(f"<figure>{_img(png, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
+        out.append(f"<figure>{img_tag(png, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
     groups: dict[tuple, list[Row]] = {}
     for r in model_rows:
         c = r.config
@@ -258,7 +262,7 @@ def _transfer_section(image_rows: list[Row], model_rows: list[Row], figures: dic
         matrix = mean_matrix([TransferMatrix.from_dict(m.result) for m in members])
         title = f"cross-model · {attack} · {budget} · mean over {len(members)} image(s)"
         figures[f"transfer-model-{i + 1}.png"] = png = heatmap_figure(matrix, "psnr-drop", title)
-        out.append(f"<figure>{_img(png, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
+        out.append(f"<figure>{img_tag(png, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
     out.append("</section>")
     return "".join(out)
 
@@ -266,7 +270,8 @@ def _transfer_section(image_rows: list[Row], model_rows: list[Row], figures: dic
 # ----- the page ---------------------------------------------------------------------------------------
 def render_report(store: ResultStore, title: str = "robustnic report", max_panels: int = 8,
                   notes: Iterable[str] = (), figures: dict[str, bytes] | None = None) -> str:
-    """The report page for every row of ``store``, as an HTML string.
+    """The report page for every row of ``store``, as an HTML string: the registered sections of the
+    kinds it holds (:mod:`robustnic.report.sections`), a generic table for any other kind.
 
     The PNGs embedded in the page are also put into ``figures`` (file name -> bytes) when given.
     """
@@ -275,13 +280,7 @@ def render_report(store: ResultStore, title: str = "robustnic report", max_panel
     by_kind: dict[str, list[Row]] = {}
     for r in rows:
         by_kind.setdefault(r.kind, []).append(r)
-    sections = [
-        _rd_section(by_kind.get("rd", []), figures),
-        _attack_section(by_kind.get("attack", []), store, max_panels, figures),
-        _curves_section(by_kind.get("attack", []), figures),
-        _recompression_section(by_kind.get("recompression", []), store, figures),
-        _transfer_section(by_kind.get("transfer-image", []), by_kind.get("transfer-model", []), figures),
-    ]
+    sections = render_sections(ReportContext(store, by_kind, figures, max_panels))
     present = re.findall(r'<section id="([^"]+)"><h2>([^<]+)</h2>', "".join(sections))
     nav = " ".join(f'<a href="#{i}">{html.escape(t)}</a>' for i, t in present)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(Counter(r.kind for r in rows).items())) or "no rows"

@@ -21,7 +21,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from robustnic.studies.store import Row
+from robustnic.studies.store import Row, row_means
+from robustnic.utils import tables
 
 #: Configuration keys that identify an attack setting (all but the budget and the image).
 CURVE_KEYS = ("model", "defense", "attack", "objective", "standin", "steps", "adaptive", "crop", "seed")
@@ -37,9 +38,8 @@ def budget_axis(budget: str) -> tuple[str, float]:
 
 
 def finite_mean(values: Iterable[float | None]) -> float:
-    """Mean of the finite values (NaN if there is none)."""
-    got = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return sum(got) / len(got) if got else math.nan
+    """Mean of the finite values (NaN if there is none): :func:`robustnic.utils.tables.finite_mean`."""
+    return tables.finite_mean(values)
 
 
 def curve_auc(x: list[float], y: list[float]) -> float:
@@ -118,20 +118,6 @@ def robustness_curves(rows: Iterable[Row]) -> list[RobustnessCurve]:
 
 
 def group_means(rows: Iterable[Row], by: tuple[str, ...], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Average ``metrics`` over rows that share the configuration values ``by`` (``n``: rows per group).
-
-    Non-finite values are left out of a mean; booleans average to a fraction.
-    """
-    groups: dict[tuple, list[Row]] = {}
-    for row in rows:
-        groups.setdefault(tuple(repr(row.config.get(k)) for k in by), []).append(row)
-    out = []
-    for members in groups.values():
-        entry: dict[str, Any] = {k: members[0].config.get(k) for k in by}
-        for m in metrics:
-            entry[m] = finite_mean(
-                float(r.result[m]) if isinstance(r.result.get(m), (bool, int, float)) else None for r in members
-            )
-        entry["n"] = len(members)
-        out.append(entry)
-    return out
+    """Average ``metrics`` (from each row's result) over rows that share the configuration values ``by``:
+    :func:`robustnic.studies.store.row_means` (the rule of :func:`robustnic.utils.tables.group_means`)."""
+    return row_means(rows, by, metrics)

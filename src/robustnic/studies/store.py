@@ -17,20 +17,18 @@ Tables::
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import math
 import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 from robustnic.errors import RobustnicError
 from robustnic.utils.io import atomic_path, atomic_write_text
+from robustnic.utils.tables import group_means, json_safe, write_csv
 
 SCHEMA_VERSION = "1"
 
@@ -266,7 +264,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         for k, v in value.items():
             _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
     elif isinstance(value, (list, tuple)):
-        out[prefix] = json.dumps(value)
+        out[prefix] = json.dumps(json_safe(value))
     else:
         out[prefix] = value
 
@@ -280,18 +278,9 @@ def flat_row(row: Row) -> dict[str, Any]:
     return out
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def export_rows(rows: list[Row], path: str | os.PathLike) -> Path:
-    """Write rows as CSV (flat columns) or JSON (nested; non-finite floats as null/"inf"), by suffix."""
+    """Write rows as CSV (flat columns) or JSON (nested), by suffix; non-finite floats and empty cells follow
+    :mod:`robustnic.utils.tables` (JSON: NaN -> null, ±inf -> "inf"/"-inf"; CSV: NaN and None empty)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".json":
@@ -300,20 +289,29 @@ def export_rows(rows: list[Row], path: str | os.PathLike) -> Path:
              "result": r.result, "timing": r.timing}
             for r in rows
         ]
-        atomic_write_text(path, json.dumps(_json_safe(payload), indent=1, allow_nan=False) + "\n")
+        atomic_write_text(path, json.dumps(json_safe(payload), indent=1, allow_nan=False) + "\n")
     elif suffix == ".csv":
-        flats = [flat_row(r) for r in rows]
-        columns: list[str] = []
-        for f in flats:
-            columns.extend(c for c in f if c not in columns)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(flats)
-        atomic_write_text(path, buf.getvalue())
+        write_csv(path, [flat_row(r) for r in rows])
     else:
         raise StoreError(f"{path}: export format must be .csv or .json")
     return path
+
+
+def row_records(rows: Iterable[Row], by: Sequence[str], metrics: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Rows as flat records for a table: the configuration values ``by`` and the result values
+    ``metrics`` (default: every result key not in ``by``)."""
+    out = []
+    for r in rows:
+        values = {m: r.result.get(m) for m in metrics} if metrics is not None else dict(r.result)
+        out.append({k: v for k, v in values.items() if k not in by} | {k: r.config.get(k) for k in by})
+    return out
+
+
+def row_means(rows: Iterable[Row], by: Sequence[str], metrics: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Means of result values over rows that share the configuration values ``by``, by the rule of
+    :func:`robustnic.utils.tables.group_means` (``n`` rows per group; None/NaN/inf left out of a mean,
+    ``n:METRIC`` counting what entered when fewer did; booleans average to a share)."""
+    return group_means(row_records(rows, by, metrics), by, metrics)
 
 
 def iter_rows(path: str | os.PathLike, kind: str | None = None) -> Iterator[Row]:

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustnic.report import run_study
+    from robustnic.app import run_study
     from robustnic.studies import ResultStore, latest_rows, robustness_curves
     from robustnic.studies.presets import curves_spec
 

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustnic.report import attack_headline, run_demo
+    from robustnic.app import attack_headline, run_demo
 
     result = run_demo(args.out, quick=args.quick, workers=args.workers, vanilla=args.model, robust=args.robust,
                       progress=not args.no_progress, pretrained=args.pretrained)

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustnic.report import run_study
+    from robustnic.app import run_study
     from robustnic.studies import ResultStore, latest_rows
     from robustnic.studies.presets import recompression_spec
     from robustnic.studies.recompression import recompression_series

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustnic.report import run_study
+    from robustnic.app import run_study
     from robustnic.studies import ResultStore, TransferMatrix, latest_rows
     from robustnic.studies.presets import transfer_spec
     from robustnic.studies.transfer import mean_matrix

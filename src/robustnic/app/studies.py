@@ -1,4 +1,9 @@
-"""Run a study spec into a store and write its report: what ``bench``-like commands and the demo share."""
+"""Run a study spec into a store and write its report: what the study commands (``curves``,
+``recompress``, ``transfer``) and the demo share.
+
+This is the application layer: it runs studies (:mod:`robustnic.studies.grid`) and then renders
+them (:mod:`robustnic.report`), which only reads stores.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from robustnic.report.html import build_report
-from robustnic.studies.curves import group_means
 from robustnic.studies.grid import GridSummary, expand_spec, run_grid
 from robustnic.studies.presets import PRETRAINED_DEMO, demo_spec
-from robustnic.studies.store import ResultStore, latest_rows
+from robustnic.studies.store import ResultStore, latest_rows, row_means
 
 
 @dataclass
@@ -59,8 +63,8 @@ def attack_headline(store: str | os.PathLike, budget: str | None = None) -> list
     """Mean clean and attacked reconstruction PSNR per (model, defense, attack, budget), from a store."""
     with ResultStore(store, readonly=True) as results:
         rows = [r for r in latest_rows(results.rows("attack")) if budget is None or r.config["budget"] == budget]
-    means = group_means(rows, ("model", "defense", "attack", "budget"),
-                        ("psnr-in", "psnr-clean", "psnr-out", "delta-psnr", "bpp-increase"))
+    means = row_means(rows, ("model", "defense", "attack", "budget"),
+                      ("psnr-in", "psnr-clean", "psnr-out", "delta-psnr", "bpp-increase"))
     return sorted(means, key=lambda r: (str(r["budget"]), str(r["attack"]), str(r["model"]), str(r["defense"])))
 
 
@@ -84,3 +88,6 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, workers: int = 2, 
     spec, notes = demo_spec(quick=quick, vanilla=vanilla, robust=robust, pretrained=pretrained)
     title = "robustnic demo" + (" (quick)" if quick else "")
     return run_study(spec, out_dir, title=title, notes=notes, workers=workers, progress=progress)
+
+
+__all__ = ["StudyRun", "attack_headline", "pretrained_demo_cached", "run_demo", "run_study"]
