@@ -74,11 +74,15 @@ def test_explicit_architecture_and_mismatch_message(checkpoint_and_images):
         load_codec(f"mbt2018-mean@{ckpt}")
 
 
-def test_estimated_bpp_is_reported_and_close_to_real_for_learned_codecs(tiny):
-    images = bundled_photos(["coffee"], crop=192)
-    row = evaluate_codec(tiny, images, progress=False)["results"]
-    assert row["bpp-estimated"] is not None and row["bpp"] > 0
-    assert row["bpp-file"] > row["bpp"]
+def test_estimated_bpp_is_reported_and_real_bpp_is_within_2_5_percent_of_it_for_trained_models(tiny):
+    """Real payload bpp (bytes from compress) vs the likelihood estimate, on trained shipped models: a
+    plain hyperprior and a context model (whose estimate follows the real decoding path). The tiny
+    random models are not used for the gap: their latents leave the coder's tables (escape codes)."""
+    images = bundled_photos(["coffee", "astronaut"], crop=192)
+    for spec in ("hyperprior-small:q3", "joint-small:q3"):
+        row = evaluate_codec(load_codec(spec), images, progress=False)["results"]
+        assert row["bpp"] == pytest.approx(row["bpp-estimated"], rel=0.025), spec
+        assert row["bpp-file"] > row["bpp"]
     jpeg = evaluate_codec(load_codec("jpeg:q50"), images, progress=False)["results"]
     assert jpeg["bpp-estimated"] is None and jpeg["psnr-rgb"] > 20
 
