@@ -29,7 +29,8 @@ from defense_table import clean_rd  # noqa: E402
 from robustnic.codecs import load_codec  # noqa: E402
 from robustnic.codecs.checkpoint import read_checkpoint_file  # noqa: E402
 from robustnic.data.photos import bundled_photos, center_crop  # noqa: E402
-from robustnic.defenses import FinetuneConfig, FinetuneTrainer, attack_defense, finetune  # noqa: E402
+from robustnic.defenses import attack_defense  # noqa: E402
+from robustnic.training.finetune import FinetuneConfig, FinetuneTrainer, finetune  # noqa: E402
 from robustnic.training import TrainConfig, Trainer  # noqa: E402
 from robustnic.utils.io import atomic_write_text  # noqa: E402
 

@@ -49,7 +49,7 @@ from robustnic.attacks import make_attack, parse_budget, verify_attack  # noqa: 
 from robustnic.codecs import DEFAULT_MODEL, load_codec  # noqa: E402
 from robustnic.data.images import save_image  # noqa: E402
 from robustnic.data.photos import bundled_photos  # noqa: E402
-from robustnic.defenses.finetune import FinetuneConfig, finetune  # noqa: E402
+from robustnic.training.finetune import FinetuneConfig, finetune  # noqa: E402
 from robustnic.metrics import psnr  # noqa: E402
 from robustnic.studies.grid import expand_spec, run_grid  # noqa: E402
 from robustnic.studies.store import ResultStore  # noqa: E402

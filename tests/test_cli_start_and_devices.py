@@ -74,7 +74,7 @@ def test_torch_free_tables_match_the_real_registries():
     from robustnic.codecs.architectures import ARCHITECTURES
     from robustnic.codecs.base import STANDINS
     from robustnic.codecs import load_codec
-    from robustnic.defenses.finetune import FinetuneConfig
+    from robustnic.training.config import FinetuneConfig
     from robustnic.training.rd import TrainConfig
 
     assert tuple(ATTACKS) == ATTACK_NAMES and all(ATTACKS[n].name == n for n in ATTACK_NAMES)

@@ -67,7 +67,7 @@ def test_training_is_bit_identical_per_seed(tmp_path, patch_images):
 
 
 def _finetune_once(out, model_path, images):
-    from robustnic.defenses.finetune import FinetuneConfig, FinetuneTrainer
+    from robustnic.training.finetune import FinetuneConfig, FinetuneTrainer
 
     _scramble_global_rng(len(str(out)))
     cfg = FinetuneConfig(model=str(model_path), steps=2, batch_size=2, patch_size=64, attack="pgd", attack_steps=2,

@@ -13,7 +13,7 @@ from robustnic.codecs.checkpoint import read_state_dict, save_checkpoint
 from robustnic.codecs.learned import is_updated
 from robustnic.data.images import save_image
 from robustnic.data.photos import bundled_photos
-from robustnic.defenses.finetune import AdversarialPerturb, FinetuneConfig, FinetuneTrainer, finetune, ramped_budget
+from robustnic.training.finetune import AdversarialPerturb, FinetuneConfig, FinetuneTrainer, finetune, ramped_budget
 from robustnic.errors import RobustnicError
 
 

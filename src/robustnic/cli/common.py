@@ -59,6 +59,32 @@ def images_and_crop(args: argparse.Namespace) -> dict:
     return {"images": args.images or ["bundled"], "crop": args.crop or None, "seed": args.seed}
 
 
+def add_config_options(p: argparse.ArgumentParser, cls: type) -> None:
+    """One option per field of a config dataclass (:func:`robustnic.training.config.cli_options`: help
+    text and default from the field); read them back with :func:`config_from_args`."""
+    from robustnic.training.config import cli_options
+
+    for option in cli_options(cls):
+        kwargs: dict[str, Any] = {"type": option.parse, "choices": option.choices, "metavar": option.metavar,
+                                  "help": option.help.replace("%", "%%")}
+        if option.repeat:  # None: argparse's append would add to a list default
+            kwargs |= {"action": "append", "default": None}
+        else:
+            kwargs["default"] = option.default
+        p.add_argument(*option.flags, **kwargs)
+
+
+def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """The config dataclass ``cls`` from options added by :func:`add_config_options`."""
+    from robustnic.training.config import cli_options
+
+    values = {}
+    for option in cli_options(cls):
+        value = getattr(args, option.dest)
+        values[option.name] = option.default if value is None and option.repeat else value
+    return cls(**(values | overrides))
+
+
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, default=str, ensure_ascii=False)
     sys.stdout.write("\n")

@@ -3,7 +3,8 @@
 * :class:`SelfEnsembleCodec` - geometric self-ensemble: the encoder picks the best of 8
   flips/rotations and signals it in 3 header bits;
 * :class:`PurifiedCodec` - input purification baselines (JPEG, blur, bit depth, resizing, noise);
-* :func:`finetune` - adversarial fine-tuning of a model (``robustnic finetune``).
+
+Adversarial fine-tuning (``robustnic finetune``) is training: :mod:`robustnic.training.finetune`.
 
 Because a defended codec is a ``Codec``, every attack of :mod:`robustnic.attacks` runs through it
 ("an attack that knows the defense"). One string reaches any defense (:func:`make_defense`)::
@@ -29,7 +30,6 @@ from robustnic.defenses.ensemble import (
     transform_groups,
 )
 from robustnic.defenses.evaluate import DefenseAttack, attack_defense
-from robustnic.defenses.finetune import AdversarialPerturb, FinetuneConfig, FinetuneTrainer, finetune
 from robustnic.defenses.purification import (
     DEFAULT_PURIFIERS,
     PURIFIERS,
@@ -82,12 +82,8 @@ def make_defense(codec: Codec, spec: str) -> Codec:
 
 __all__ = [
     "ATTACK_MODES",
-    "AdversarialPerturb",
     "DefenseAttack",
-    "FinetuneConfig",
-    "FinetuneTrainer",
     "attack_defense",
-    "finetune",
     "CRITERIA",
     "DEFAULT_PURIFIERS",
     "PURIFIERS",

@@ -1,16 +1,20 @@
 """What defines a training run: :class:`TrainConfig` (rate-distortion training) and
-:class:`FinetuneConfig` (adversarial fine-tuning, :mod:`robustnic.defenses.finetune`).
+:class:`FinetuneConfig` (adversarial fine-tuning, :mod:`robustnic.training.finetune`).
 
-Both are plain dataclasses importable without torch or compressai: the CLI takes its option
-defaults from them. :mod:`robustnic.training.rd` and :mod:`robustnic.defenses.finetune` re-export them.
+Both are plain dataclasses importable without torch or compressai. Each field carries its
+command-line form in its metadata (help text, option name, choices): :func:`cli_options` lists the
+options of ``robustnic train`` / ``robustnic finetune`` from them, and :func:`cli_arguments` writes
+the command line that reproduces a config, so neither the CLI nor recorded commands repeat fields.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import typing
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Callable
 
 from robustnic.attacks.registry import ATTACK_NAMES, REFERENCES
-from robustnic.codecs.architectures import LAMBDAS, get_architecture
+from robustnic.codecs.architectures import ARCHITECTURES, LAMBDAS, get_architecture
 from robustnic.codecs.options import DEFAULT_MODEL, STANDINS
 from robustnic.errors import RobustnicError
 
@@ -18,31 +22,56 @@ from robustnic.errors import RobustnicError
 FINETUNE_TARGETS = ("input", "source")
 
 
+def setting(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None,
+            flags: tuple[str, ...] = (), choices: tuple | None = None, metavar: str | None = None,
+            default_text: str | None = None, cli: bool = True) -> Any:
+    """A config field with its command-line form: ``help`` text, option ``flags`` (default
+    ``--field-name``), ``choices``, ``metavar``, ``default_text`` (shown instead of the default value,
+    for defaults that mean something else, such as None) and ``cli=False`` for fields without an option."""
+    meta = {"help": help, "flags": flags, "choices": choices, "metavar": metavar,
+            "default_text": default_text, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (saved inside every checkpoint)."""
 
-    architecture: str = "bmshj2018-hyperprior"
-    N: int = 64
-    M: int = 96
-    metric: str = "mse"
-    lmbda: float = LAMBDAS["mse"][3]
-    steps: int = 10000
-    batch_size: int = 8
-    patch_size: int = 128
-    lr: float = 1e-4
-    aux_lr: float = 1e-3
+    architecture: str = setting("bmshj2018-hyperprior", flags=("--arch",), choices=tuple(ARCHITECTURES),
+                                help="model architecture (CompressAI name)")
+    N: int = setting(64, help="channel width N")
+    M: int = setting(96, help="latent width M")
+    metric: str = setting("mse", choices=tuple(LAMBDAS), help="distortion the RD loss measures")
+    #: RD trade-off; None: CompressAI's λ for quality 3 of ``metric`` (filled in on construction).
+    lmbda: float | None = setting(None, help="RD trade-off λ", default_text="CompressAI's quality-3 λ for --metric")
+    steps: int = setting(10000, help="training steps")
+    batch_size: int = setting(8, help="patches per step")
+    patch_size: int = setting(128, help="training patch side in pixels (a multiple of 64)")
+    lr: float = setting(1e-4, help="learning rate")
+    aux_lr: float = setting(1e-3, help="learning rate of the entropy bottleneck's quantiles")
     #: (fraction of steps, factor): the learning rate is multiplied by factor from that point on.
-    lr_drops: list[tuple[float, float]] = field(default_factory=lambda: [(0.8, 0.3), (0.95, 0.3)])
-    clip_max_norm: float = 1.0
-    seed: int = 0
-    images: list[str] = field(default_factory=list)  # empty: robustnic's training photos
-    val_every: int = 1000
-    val_crop: int = 256
-    checkpoint_every: int = 200
-    init_from: str | None = None  # warm start: copy every tensor whose name and shape match
-    threads: int | None = None
-    max_pixels: int | None = None  # refuse larger training images (default: the loader's limit)
+    lr_drops: list[tuple[float, float]] = setting(
+        factory=lambda: [(0.8, 0.3), (0.95, 0.3)], flags=("--lr-drop",), metavar="FRACTION:FACTOR",
+        help="multiply the lr by FACTOR from FRACTION of the steps on (repeatable)")
+    clip_max_norm: float = setting(1.0, flags=("--clip",), help="gradient clipping max norm (0: off)")
+    seed: int = setting(0, help="random seed (model initialisation and patch sequence)")
+    images: list[str] = setting(factory=list, help="training image folder (repeatable)",
+                                default_text="mate-backgrounds photos + package photos, never the held-out set")
+    val_every: int = setting(1000, help="validate (clean RD on held-out photos, real bitstreams) every this many steps")
+    val_crop: int = setting(256, help="validation centre crop side in pixels")
+    checkpoint_every: int = setting(200, help="write OUT/last.pth.tar every this many steps")
+    init_from: str | None = setting(None, help="warm start from a checkpoint or model spec: copy every tensor whose "
+                                    "name and shape match (a narrower model fills the leading slice)",
+                                    default_text="random initialisation")
+    threads: int | None = setting(None, help="torch CPU threads", default_text="torch's choice")
+    max_pixels: int | None = setting(None, help="refuse training images larger than this many pixels",
+                                     default_text="the image loader's limit")
+
+    def __post_init__(self) -> None:
+        if self.lmbda is None:
+            self.lmbda = LAMBDAS.get(self.metric, LAMBDAS["mse"])[3]
 
     def validate(self) -> None:
         """Raise :class:`RobustnicError` for settings no run can use."""
@@ -69,47 +98,44 @@ class TrainConfig:
 class FinetuneConfig:
     """Everything that defines a fine-tuning run (written to ``OUT/finetune.json``)."""
 
-    #: The model to start from: a zoo spec (``hyperprior-small:q3``) or a checkpoint path.
-    model: str = DEFAULT_MODEL
-    steps: int = 600
-    batch_size: int = 8
-    patch_size: int = 128
-    lr: float = 1e-4
-    aux_lr: float = 1e-3
-    #: (fraction of steps, factor) learning-rate drops, as in :class:`TrainConfig`.
-    lr_drops: list[tuple[float, float]] = field(default_factory=lambda: [(0.8, 0.3)])
-    #: RD trade-off; None: the model's own training λ (manifest or checkpoint), else CompressAI's.
-    lmbda: float | None = None
-    #: The inner attack (a name of :data:`robustnic.attacks.ATTACKS`) and its number of steps.
-    attack: str = "pgd"
-    attack_steps: int = 1
-    #: The budget trained against, reached after ``ramp_steps`` (linear in MSE / radius from 0).
-    budget: str = "psnr:30"
-    ramp_steps: int = 100
-    #: Share of each batch that is attacked (the rest stays clean).
-    adv_fraction: float = 0.5
-    #: Quantisation stand-in of the inner attack (``none`` as in the paper).
-    standin: str = "none"
-    #: The inner attack pushes away from the ``source`` image (what the reported PSNR measures) or,
-    #: as in the paper, from the ``clean`` reconstruction.
-    attack_reference: str = "source"
-    #: Distortion against the clean ``source`` patch (the codec learns to drop the perturbation) or,
-    #: as in the paper, against the codec's ``input``.
-    target: str = "source"
-    clip_max_norm: float = 1.0
-    seed: int = 0
-    images: list[str] = field(default_factory=list)
-    #: Validation: every ``val_every`` steps, clean RD on ``val_photos`` centre crops of
-    #: ``val_crop`` px and a ``val_attack_steps``-step ``val_attack`` at ``budget``.
-    val_every: int = 100
-    val_photos: list[str] = field(default_factory=lambda: ["coffee", "chelsea"])
-    val_crop: int = 128
-    val_attack: str = "paper"
-    val_attack_steps: int = 30
-    checkpoint_every: int = 50
-    threads: int | None = 1
-    #: Refuse training images larger than this many pixels (None: the image loader's limit).
-    max_pixels: int | None = None
+    model: str = setting(DEFAULT_MODEL, flags=("--model", "-m"), help="model to start from: zoo spec or checkpoint")
+    steps: int = setting(600, help="fine-tuning steps")
+    batch_size: int = setting(8, help="patches per step")
+    patch_size: int = setting(128, help="training patch side in pixels (a multiple of 64)")
+    lr: float = setting(1e-4, help="learning rate")
+    aux_lr: float = setting(1e-3, help="learning rate of the entropy bottleneck's quantiles")
+    lr_drops: list[tuple[float, float]] = setting(
+        factory=lambda: [(0.8, 0.3)], flags=("--lr-drop",), metavar="FRACTION:FACTOR",
+        help="multiply the lr by FACTOR from FRACTION of the steps on (repeatable)")
+    lmbda: float | None = setting(None, help="RD trade-off λ",
+                                  default_text="the model's own training λ (manifest or checkpoint), else CompressAI's")
+    attack: str = setting("pgd", help=f"inner attack method ({', '.join(ATTACK_NAMES)})")
+    attack_steps: int = setting(1, help="inner attack steps")
+    budget: str = setting("psnr:30", help="budget trained against (psnr:DB, mse:TAU, linf:EPS, l2:EPS)")
+    ramp_steps: int = setting(100, help="steps over which the budget grows from 0 (linear in MSE / radius)")
+    adv_fraction: float = setting(0.5, help="share of each batch that is attacked (the rest stays clean)")
+    standin: str = setting("none", choices=STANDINS, help="quantisation stand-in of the inner attack")
+    attack_reference: str = setting(
+        "source", choices=REFERENCES,
+        help="the inner attack pushes away from the source image or, as in the paper, the clean reconstruction")
+    target: str = setting(
+        "source", choices=FINETUNE_TARGETS,
+        help="distortion against the clean source patch (the codec learns to drop the perturbation) or, as in "
+             "the paper, against the codec's input")
+    clip_max_norm: float = setting(1.0, flags=("--clip",), help="gradient clipping max norm (0: off)")
+    seed: int = setting(0, help="random seed (patch sequence and inner attack)")
+    images: list[str] = setting(factory=list, help="training image folder (repeatable)",
+                                default_text="robustnic's training photos")
+    val_every: int = setting(100, help="validate (clean RD and an attack, real bitstreams) every this many steps")
+    val_photos: list[str] = setting(factory=lambda: ["coffee", "chelsea"],
+                                    help="held-out photo validated on (repeatable)")
+    val_crop: int = setting(128, help="validation centre crop side in pixels")
+    val_attack: str = setting("paper", help="validation attack method (at --budget)")
+    val_attack_steps: int = setting(30, help="validation attack steps")
+    checkpoint_every: int = setting(50, help="write OUT/last.pth.tar every this many steps")
+    threads: int | None = setting(1, help="torch CPU threads", default_text="1")
+    max_pixels: int | None = setting(None, help="refuse training images larger than this many pixels",
+                                     default_text="the image loader's limit")
 
     def validate(self) -> None:
         """Raise :class:`RobustnicError` for settings no run can use (parses the budget: imports torch)."""
@@ -128,11 +154,120 @@ class FinetuneConfig:
         if self.attack_steps < 1 or self.ramp_steps < 0 or self.steps < 1:
             raise RobustnicError("steps and attack_steps must be positive, ramp_steps non-negative")
 
+    #: Bookkeeping fields: a resumed run may change them (not part of :meth:`settings`).
+    BOOKKEEPING = ("steps", "val_every", "checkpoint_every", "threads", "val_photos", "val_crop",
+                   "val_attack", "val_attack_steps", "max_pixels")
+
     def settings(self) -> dict:
         """The settings a resumed run must share (all but bookkeeping)."""
-        skip = {"steps", "val_every", "checkpoint_every", "threads", "val_photos", "val_crop",
-                "val_attack", "val_attack_steps", "max_pixels"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.BOOKKEEPING}
+
+    def train_config(self, source: dict) -> TrainConfig:
+        """The :class:`TrainConfig` of this run, given the model's ``source`` settings (architecture,
+        N, M, metric, lmbda: see :func:`robustnic.training.finetune.source_settings`)."""
+        shared = {f.name: getattr(self, f.name) for f in fields(TrainConfig) if hasattr(self, f.name)}
+        shared["lr_drops"] = [tuple(d) for d in self.lr_drops]
+        shared["images"] = list(self.images)
+        if self.lmbda is None:
+            shared["lmbda"] = source["lmbda"]
+        arch = {k: source[k] for k in ("architecture", "N", "M", "metric")}
+        return TrainConfig(**shared, **arch, init_from=self.model)
 
 
-__all__ = ["FINETUNE_TARGETS", "FinetuneConfig", "TrainConfig"]
+# ----- command-line form ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CliOption:
+    """The command-line option of one config field (built by :func:`cli_options`)."""
+
+    name: str  #: the field's name
+    flags: tuple[str, ...]
+    help: str  #: help text, default included
+    item: type  #: int, float, str or tuple (a ``FRACTION:FACTOR`` pair of floats)
+    repeat: bool  #: a list field: the option is repeated once per item
+    default: Any
+    choices: tuple | None = None
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        """The argparse attribute the option is stored in (argparse's own rule: the first long flag)."""
+        return next(f for f in self.flags if f.startswith("--"))[2:].replace("-", "_")
+
+    def parse(self, text: str) -> Any:
+        """One command-line value -> one item of the field."""
+        if self.item is tuple:
+            parts = text.split(":")
+            if len(parts) != 2:
+                raise ValueError(f"expected A:B, got {text!r}")
+            return tuple(float(v) for v in parts)
+        return self.item(text)
+
+    def arguments(self, value: Any) -> list[str]:
+        """The argv tokens that give the field ``value`` (nothing for None)."""
+        items = value if self.repeat else [value]
+        out: list[str] = []
+        for item in items:
+            if item is not None:
+                out += [self.flags[0], ":".join(map(str, item)) if self.item is tuple else str(item)]
+        return out
+
+
+def _item_type(hint: Any) -> tuple[type, bool]:
+    """(item type, repeated) of a field's type hint: ``int``, ``float | None``, ``list[str]``, ..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        item, _ = _item_type(args[0])
+        return item, True
+    if origin is tuple:
+        return tuple, False
+    if args:  # X | None
+        return _item_type(next(a for a in args if a is not type(None)))
+    if hint in (int, float, str):
+        return hint, False
+    raise TypeError(f"no command-line form for type {hint!r}")
+
+
+def _default_of(f: Field) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def _shown(option_default: Any, meta: dict, item: type) -> str:
+    if meta["default_text"] is not None:
+        return meta["default_text"]
+    if isinstance(option_default, list):
+        return " ".join(":".join(map(str, v)) if item is tuple else str(v) for v in option_default) or "none"
+    return str(option_default)
+
+
+def cli_options(cls: type) -> list[CliOption]:
+    """The command-line options of a config dataclass, one per field (in field order)."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        meta = f.metadata
+        if not meta.get("cli", False):
+            continue
+        item, repeat = _item_type(hints[f.name])
+        default = _default_of(f)
+        out.append(CliOption(
+            name=f.name, flags=meta["flags"] or ("--" + f.name.replace("_", "-"),),
+            help=f"{meta['help']} (default: {_shown(default, meta, item)})", item=item, repeat=repeat,
+            default=default, choices=meta["choices"], metavar=meta["metavar"],
+        ))
+    return out
+
+
+def cli_arguments(config: Any, skip: tuple[str, ...] = ()) -> list[str]:
+    """The argv options that give ``config``'s values (None and empty lists left out): with
+    ``robustnic train`` / ``robustnic finetune`` and ``--out``, the command that reproduces it."""
+    out: list[str] = []
+    for option in cli_options(type(config)):
+        if option.name not in skip:
+            out += option.arguments(getattr(config, option.name))
+    return out
+
+
+__all__ = ["FINETUNE_TARGETS", "CliOption", "FinetuneConfig", "TrainConfig", "cli_arguments", "cli_options",
+           "setting"]

@@ -5,8 +5,12 @@ bpp estimated from the latent likelihoods under additive-noise quantisation. The
 bottleneck's quantiles have their own auxiliary loss and optimizer. A checkpoint ``last.pth.tar``
 (CompressAI's layout: ``state_dict``, ``optimizer``, ``aux_optimizer``, ...) is written atomically
 every ``checkpoint_every`` steps; rerunning the same command resumes from it, continuing the same
-random patch sequence. ``Trainer(perturb=...)`` lets adversarial fine-tuning replace part of each
-batch before the step (see :mod:`robustnic.defenses.finetune`).
+random patch sequence.
+
+Every step goes through one target hook, ``(net, batch, step) -> (input, target)``: the model is
+trained on ``input`` and its distortion measured against ``target``. Plain training uses
+:func:`identity_target`; adversarial fine-tuning (:mod:`robustnic.training.finetune`) attacks part of
+the batch and measures against the clean patches.
 """
 
 from __future__ import annotations
@@ -36,6 +40,23 @@ from robustnic.utils.runtime import resolve_device
 
 #: A hook that may replace part of a training batch: (net, batch, step) -> batch.
 Perturb = Callable[[CompressionModel, torch.Tensor, int], torch.Tensor]
+#: The train step's hook: (net, sampled batch, step) -> (batch trained on, target of the distortion).
+TargetHook = Callable[[CompressionModel, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def identity_target(net: CompressionModel, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain rate-distortion training: train on the batch, measure the distortion against it."""
+    return batch, batch
+
+
+def perturbed_target(perturb: Perturb) -> TargetHook:
+    """A target hook from a ``perturb`` hook: train on the perturbed batch and measure against it."""
+
+    def hook(net: CompressionModel, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = perturb(net, batch, step)
+        return x, x
+
+    return hook
 
 
 def rd_loss(out: dict, x: torch.Tensor, lmbda: float, metric: str = "mse") -> dict[str, torch.Tensor]:
@@ -100,6 +121,9 @@ def warm_start(net: torch.nn.Module, source: str, widen: bool = True) -> tuple[i
 class Trainer:
     """Runs (or resumes) one training run in ``out_dir``.
 
+    ``target`` is the train step's hook (default :func:`identity_target`); ``perturb``, a hook that only
+    replaces the batch, is the older form of it (``perturbed_target(perturb)``).
+
     >>> trainer = Trainer(TrainConfig(N=16, M=24, steps=10), "runs/tiny")   # doctest: +SKIP
     >>> trainer.fit()                                                        # doctest: +SKIP
     """
@@ -115,9 +139,13 @@ class Trainer:
         sampler: PatchSampler | None = None,
         val_images: dict[str, torch.Tensor] | None = None,
         progress: bool = True,
+        target: TargetHook | None = None,
     ):
         config.validate()
+        if perturb is not None and target is not None:
+            raise ValueError("give either perturb or target, not both")
         self.config, self.out_dir, self.perturb = config, Path(out_dir), perturb
+        self.target = target or (perturbed_target(perturb) if perturb is not None else identity_target)
         self.device, self.progress = resolve_device(device), progress
         if config.threads:
             torch.set_num_threads(config.threads)
@@ -181,17 +209,15 @@ class Trainer:
 
     # ----- one step ------------------------------------------------------------------------
     def train_step(self) -> dict[str, float]:
-        """Sample a batch, optionally perturb it, take one RD step and one auxiliary step."""
+        """Sample a batch, pass it through the target hook, take one RD step and one auxiliary step."""
         cfg = self.config
-        x = self.sampler.sample(cfg.batch_size).to(self.device)
-        if self.perturb is not None:
-            x = self.perturb(self.net, x, self.step)
+        x, target = self.target(self.net, self.sampler.sample(cfg.batch_size).to(self.device), self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr_at(self.step)
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         self.aux_optimizer.zero_grad(set_to_none=True)
-        terms = rd_loss(self.net(x), x, cfg.lmbda, cfg.metric)
+        terms = rd_loss(self.net(x), target, cfg.lmbda, cfg.metric)
         terms["loss"].backward()
         if cfg.clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.clip_max_norm)

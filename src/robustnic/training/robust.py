@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 from robustnic.codecs.checkpoint import read_checkpoint_file
 from robustnic.codecs.zoo import WEIGHTS_DIR, read_manifest
+from robustnic.training.config import FinetuneConfig, cli_arguments
 from robustnic.training.export import export_model
-from robustnic.training.zoo import command_line, record_row
+from robustnic.training.finetune import SETTINGS_FILE
+from robustnic.training.zoo import record_row
 
 #: (family, quality, the shipped model it was fine-tuned from, its ``robustnic finetune --out`` folder)
 ROBUST_PLAN = [
@@ -24,23 +27,28 @@ ROBUST_PLAN = [
     ("factorized-small-robust", 3, "factorized-small:q3", "runs/finetune/factorized-small-q3"),
     ("hyperprior-long-robust", 8, "hyperprior-long:q8", "runs/finetune/hyperprior-long-q8"),
 ]
-#: FinetuneConfig fields written into each row's command line (option = ``--`` + field with dashes).
-COMMAND_FIELDS = ("batch_size", "patch_size", "lr", "attack", "attack_steps", "budget", "ramp_steps", "adv_fraction",
-                  "standin", "attack_reference", "target", "seed")
+#: Bookkeeping fields left out of a row's command line (they do not change the weights).
+COMMAND_SKIPS = tuple(k for k in FinetuneConfig.BOOKKEEPING if k not in ("steps", "threads"))
+
+
+def finetune_command(config: FinetuneConfig, out: str | Path, export: str | None = None) -> str:
+    """The ``robustnic finetune`` command line that reproduces ``config`` in ``out`` (every setting
+    but bookkeeping, from the config's own options)."""
+    parts = ["robustnic", "finetune", *cli_arguments(config, skip=COMMAND_SKIPS), "--out", str(out)]
+    return shlex.join(parts + (["--export", export] if export else []))
 
 
 def record(family: str, quality: int, source: str, run: str | Path, weights_dir: Path = WEIGHTS_DIR) -> dict:
     """Export ``run``'s checkpoint as ``family:q{quality}``, evaluate it and write its manifest row."""
     run = Path(run)
-    settings = json.loads((run / "finetune.json").read_text())
+    settings = json.loads((run / SETTINGS_FILE).read_text())
     ckpt = read_checkpoint_file(run / "last.pth.tar")
     src = read_manifest(weights_dir)[source]
     file = f"robust/{family}-q{quality}.pt"
     (weights_dir / "robust").mkdir(parents=True, exist_ok=True)
     info = export_model(run / "last.pth.tar", weights_dir / file)
-    command = command_line("finetune", [("model", source), ("out", run), ("steps", ckpt["step"])]
-                           + [(key, settings[key]) for key in COMMAND_FIELDS]
-                           + [("threads", 1), ("export", f"src/robustnic/weights/{file}")])
+    config = FinetuneConfig(**settings | {"steps": int(ckpt["step"]), "threads": 1})
+    command = finetune_command(config, run, export=f"src/robustnic/weights/{file}")
     row = {
         "family": family, "quality": quality, "architecture": info["architecture"], "N": info["N"], "M": info["M"],
         "metric": src.metric, "lambda": src.info.get("lambda"), "file": file, "sha256": info["sha256"],

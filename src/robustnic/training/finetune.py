@@ -13,10 +13,11 @@ The paper runs a 300-step attack inside every training step. Here the inner atta
 default - one step of PGD from a random start in the budget ball (Madry et al., ICLR 2018; the
 "fast adversarial training" of Wong et al., ICLR 2020) - and ``benchmarks/finetune_cost.py``
 measures what that costs in robustness against longer inner attacks (PGD-1 and PGD-3 reached the
-same robustness after the same number of steps, at half the time). (Re-using perturbations across steps, as "free" adversarial training does, does not
-apply here: every step samples new patches.)
+same robustness after the same number of steps, at half the time). (Re-using perturbations across
+steps, as "free" adversarial training does, does not apply here: every step samples new patches.)
 
-Built on :class:`robustnic.training.Trainer` and its ``perturb`` hook: checkpoints are
+It is :class:`robustnic.training.rd.Trainer` with one change, its target hook
+(:meth:`AdversarialPerturb.target`): the train step is the same. Checkpoints are
 CompressAI-compatible (``load_codec("runs/finetune/x/last.pth.tar")`` works) and a rerun of the
 same command resumes. Validation reports clean RD on held-out photos from real bitstreams and the
 reconstruction PSNR under a stronger attack, verified on real bitstreams too.
@@ -46,9 +47,9 @@ from robustnic.codecs.zoo import load_codec, read_manifest
 from robustnic.data.photos import bundled_photos
 from robustnic.defenses.evaluate import attack_defense
 from robustnic.errors import RobustnicError
-from robustnic.training.config import FINETUNE_TARGETS, FinetuneConfig, TrainConfig
+from robustnic.training.config import FINETUNE_TARGETS, FinetuneConfig
 from robustnic.training.export import export_model
-from robustnic.training.rd import Trainer, rd_loss
+from robustnic.training.rd import Trainer
 from robustnic.utils.io import atomic_write_text
 from robustnic.utils.runtime import resolve_device
 
@@ -99,11 +100,12 @@ def input_gradients_only(net: torch.nn.Module) -> Iterator[None]:
 
 
 class AdversarialPerturb:
-    """The ``perturb`` hook of :class:`Trainer`: attack the live model on part of the batch.
+    """Attack the live model on part of a training batch.
 
-    The first ``round(adv_fraction · B)`` patches are replaced by their adversarial versions (the
-    patches are random, so which ones does not matter); :attr:`last` keeps the clean batch and
-    what the step did.
+    Called as ``hook(net, batch, step)`` it returns the batch with its first
+    ``round(adv_fraction · B)`` patches replaced by their adversarial versions (the patches are
+    random, so which ones does not matter); :meth:`target` is the same as the train step's target
+    hook. :attr:`last` keeps the clean batch and what the step did.
     """
 
     def __init__(self, config: FinetuneConfig):
@@ -143,31 +145,27 @@ class AdversarialPerturb:
                          budget_mse=float(((x_adv - batch[:n_adv]) ** 2).mean()))
         return out
 
+    def target(self, net: CompressionModel, batch: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The train step's hook: (the attacked batch, the clean batch or, with ``target="input"``, itself)."""
+        x = self(net, batch, step)
+        return x, (batch if self.config.target == "source" else x)
+
 
 class FinetuneTrainer(Trainer):
-    """:class:`Trainer` with the adversarial hook, the clean-source target, attacked validation,
-    and checkpoints whose entropy-coder tables match their weights."""
+    """:class:`Trainer` with the adversarial target hook, attacked validation, and checkpoints
+    whose entropy-coder tables match their weights."""
 
     def __init__(self, config: FinetuneConfig, out_dir: str | Path, device: str | torch.device = "cpu",
                  sampler=None, val_images: dict[str, torch.Tensor] | None = None, progress: bool = True):
         config.validate()
         device = resolve_device(device)  # fail fast, before the source model is read
         self.finetune_config = config
-        src = source_settings(config.model)
-        train_config = TrainConfig(
-            architecture=src["architecture"], N=src["N"], M=src["M"], metric=src["metric"],
-            lmbda=config.lmbda if config.lmbda is not None else src["lmbda"], steps=config.steps,
-            batch_size=config.batch_size, patch_size=config.patch_size, lr=config.lr, aux_lr=config.aux_lr,
-            lr_drops=[tuple(d) for d in config.lr_drops], clip_max_norm=config.clip_max_norm, seed=config.seed,
-            images=list(config.images), val_every=config.val_every, val_crop=config.val_crop,
-            checkpoint_every=config.checkpoint_every, init_from=config.model, threads=config.threads,
-            max_pixels=config.max_pixels,
-        )
-        self.source = src
+        self.source = source_settings(config.model)
         if val_images is None:
             val_images = bundled_photos(config.val_photos, crop=config.val_crop)
         self._check_settings(Path(out_dir), config)
-        super().__init__(train_config, out_dir, perturb=AdversarialPerturb(config), device=device,
+        self.adversary = AdversarialPerturb(config)
+        super().__init__(config.train_config(self.source), out_dir, target=self.adversary.target, device=device,
                          sampler=sampler, val_images=val_images, progress=progress)
         self._write_settings(Path(out_dir), config)  # only once the images were read: nothing left behind on refusal
         self.val_batch = torch.cat(list(val_images.values()))
@@ -193,36 +191,11 @@ class FinetuneTrainer(Trainer):
             atomic_write_text(path, json.dumps(config.settings(), indent=2) + "\n")
 
     def train_step(self) -> dict[str, float]:
-        """One step; with ``target="source"`` the distortion is measured against the clean patches."""
-        if self.finetune_config.target == "input":
-            terms = super().train_step()
-        else:
-            terms = self._source_target_step()
-        last = self.perturb.last  # type: ignore[union-attr]
+        """:meth:`Trainer.train_step`, plus what the inner attack did (patches attacked, time, MSE)."""
+        terms = super().train_step()
+        last = self.adversary.last
         return terms | {"n_adv": float(last["n_adv"]), "attack_time": last["attack_time"],
                         "budget_mse": last["budget_mse"]}
-
-    def _source_target_step(self) -> dict[str, float]:
-        # Trainer.train_step with rd_loss(out, clean) instead of rd_loss(out, x)
-        cfg = self.config
-        x = self.sampler.sample(cfg.batch_size).to(self.device)
-        x = self.perturb(self.net, x, self.step)  # type: ignore[misc]
-        clean = self.perturb.last["clean"]  # type: ignore[union-attr]
-        for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr_at(self.step)
-        self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.aux_optimizer.zero_grad(set_to_none=True)
-        terms = rd_loss(self.net(x), clean, cfg.lmbda, cfg.metric)
-        terms["loss"].backward()
-        if cfg.clip_max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.clip_max_norm)
-        self.optimizer.step()
-        aux_loss = self.net.aux_loss()
-        aux_loss.backward()
-        self.aux_optimizer.step()
-        self.step += 1
-        return {k: v.item() for k, v in terms.items()} | {"aux": aux_loss.item()}
 
     def save(self) -> None:
         """Checkpoint with up-to-date coder tables, so ``load_codec(path)`` codes with this model."""
@@ -271,4 +244,5 @@ def finetune(
     return result
 
 
-__all__ = ["AdversarialPerturb", "FinetuneConfig", "FinetuneTrainer", "finetune", "ramped_budget", "source_settings"]
+__all__ = ["SETTINGS_FILE", "AdversarialPerturb", "FinetuneConfig", "FinetuneTrainer", "finetune",
+           "input_gradients_only", "ramped_budget", "source_settings"]
