@@ -144,3 +144,56 @@ def test_strip_label_names_the_codec_once():
     assert strip_label("hyperprior-small:q3 +ensemble", "hyperprior-small:q3+ensemble") == "hyperprior-small:q3 +ensemble"
     assert strip_label("jpeg (bpp-matched to hyperprior-small:q3)", "jpeg:q31") == (
         "jpeg\n(matched to hyperprior-small:q3)\njpeg:q31")
+
+
+# ----- sections come from a per-kind registry; other kinds get a generic table -----------------------
+def _fuzz_store(path):
+    with ResultStore(path) as s:
+        for i, (case, crashed) in enumerate([("truncated", False), ("bitflip", True)]):
+            s.put(Row(f"fz{i}", "fuzz", {"kind": "fuzz", "model": "hyperprior-small:q3", "case": case},
+                      "v1", {"decoded": not crashed, "seconds-to-fail": 0.125 + i, "error": "BitstreamError"}))
+    return path
+
+
+def test_a_kind_without_a_section_gets_a_generic_table(tmp_path):
+    page = build_report(_fuzz_store(tmp_path / "s.sqlite"), tmp_path / "out").read_text()
+    section = re.search(r'<section id="kind-fuzz"><h2>fuzz</h2>(.*?)</section>', page, re.S)
+    assert section is not None and 'href="#kind-fuzz"' in page  # listed in the navigation too
+    body = section.group(1)
+    # values every row shares are said once; the rest is one table row per job
+    assert re.search(r"Every row: model = hyperprior-small:q3; error = BitstreamError", body)
+    assert re.search(r"<th class=\"l\">case</th><th>decoded</th><th>seconds-to-fail</th>", body)
+    assert re.search(r"<td class=\"l\">truncated</td><td>yes</td><td>0\.1250</td>", body)
+    assert re.search(r"<td class=\"l\">bitflip</td><td>no</td><td>1\.12</td>", body)
+
+
+def test_a_registered_section_replaces_the_generic_table(tmp_path, monkeypatch):
+    from robustnic.report import sections
+
+    monkeypatch.setattr(sections, "SECTIONS", list(sections.SECTIONS))  # leave the real registry alone
+
+    @sections.register_section("fuzz")
+    def fuzz_section(ctx: sections.ReportContext) -> str:
+        rows = ctx.rows("fuzz")
+        return f'<section id="fuzz"><h2>Fuzzing</h2><p>{sum(r.result["decoded"] for r in rows)} of {len(rows)} decoded</p></section>'
+
+    assert "fuzz" in sections.covered_kinds()
+    page = build_report(_fuzz_store(tmp_path / "s.sqlite"), tmp_path / "out").read_text()
+    assert '<section id="fuzz"><h2>Fuzzing</h2><p>1 of 2 decoded</p>' in page and 'id="kind-fuzz"' not in page
+    with pytest.raises(ValueError):
+        sections.register_section()
+
+
+def test_the_report_layer_does_not_import_the_code_that_runs_studies():
+    import ast
+    from pathlib import Path
+
+    import robustnic.report
+
+    banned = ("robustnic.app", "robustnic.studies.grid", "robustnic.studies.jobs", "robustnic.studies.presets",
+              "robustnic.cli")
+    for path in Path(robustnic.report.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.startswith(banned)], (path.name, names)

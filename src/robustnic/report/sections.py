@@ -148,7 +148,8 @@ def _short_headers(columns: list[str]) -> list[str]:
 def generic_section(kind: str, rows: Iterable[Row]) -> str:
     """A table of every row of a job kind that no section is registered for: its configuration and
     result values, one row each; values that every row shares are listed once above the table."""
-    flats = [{k: v for k, v in flat_row(r).items() if k.startswith(("config.", "result."))} for r in rows]
+    flats = [{k: v for k, v in flat_row(r).items() if k.startswith(("config.", "result.")) and k != "config.kind"}
+             for r in rows]
     if not flats:
         return ""
     columns: list[str] = []
