@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.robustnic-installed
 
-.PHONY: install demo test eval train-data zoo clean
+.PHONY: install demo test eval results train-data zoo clean
 
 # constraints.txt pins the tested versions (pyproject.toml only states ranges).
 $(STAMP): pyproject.toml constraints.txt
@@ -23,6 +23,11 @@ eval: install
 
 test: install
 	$(PY) -m pytest -p no:cacheprovider
+
+# Rerun every RESULTS table at its recorded settings (CPU hours; resumable: tables already made by
+# this code are skipped). `$(PY) benchmarks/results.py --status` lists what is stale.
+results: install
+	$(PY) benchmarks/results.py $(RESULTS_ARGS)
 
 # Training photos (Debian's mate-backgrounds nature photos); needs root.
 train-data:

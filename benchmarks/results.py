@@ -1,0 +1,235 @@
+"""Regenerate the RESULTS tables: ``make results`` (every table), or ``--only ID`` / ``--list`` / ``--status``.
+
+Each table in ``benchmarks/RESULTS*.md`` that a script produces sits between two markers::
+
+    <!-- results:ID -->
+    ...what the script printed, under a line naming the command and the code fingerprint...
+    <!-- /results:ID -->
+
+This script runs the table's command (from the repository root, with this interpreter) and replaces
+what is between the markers with its standard output, written atomically as soon as that table is
+done. The first line of every block records the command and the **code fingerprint**: a hash of
+``src/robustnic`` (every ``.py`` file and the shipped weights' manifest) and of the benchmark script
+itself. A table whose recorded fingerprint equals the current one is up to date and is skipped, so an
+interrupted ``make results`` resumes where it stopped; ``--force`` reruns it anyway.
+
+Some tables need inputs that other commands make first (trained checkpoints under ``runs/``): their
+``needs`` commands run before them (each resumable or skipped when its output exists).
+Prose around the markers is written by hand and must not quote numbers that only a block holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+SOURCE = ROOT / "src" / "robustnic"
+
+
+@dataclass(frozen=True)
+class Table:
+    """One generated block: its id, the RESULTS file holding it and the command that prints it."""
+
+    id: str
+    file: str
+    command: tuple[str, ...]
+    #: Commands that must have run first (they make inputs under runs/; each is resumable).
+    needs: tuple[tuple[str, ...], ...] = field(default_factory=tuple)
+    #: Rough CPU minutes on 2 cores (shown by --list; the order of runs is the registry's).
+    minutes: int = 5
+    #: Put the output in a fenced block of this language (for scripts that print JSON, not markdown).
+    fence: str = ""
+    #: The command writes the whole RESULTS file itself; the block then holds only the stamp line.
+    writes_file: bool = False
+
+    @property
+    def script(self) -> Path | None:
+        for part in self.command:
+            if part.endswith(".py"):
+                return ROOT / part
+        return None
+
+
+def _py(*args: str) -> tuple[str, ...]:
+    return ("python", *args)
+
+
+FT = "runs/finetune"
+TABLES: list[Table] = [
+    # RESULTS.md
+    Table("rate-gap", "RESULTS.md", _py("benchmarks/rate_gap.py"), minutes=5),
+    Table("cli-startup", "RESULTS.md", _py("benchmarks/cli_startup.py"), minutes=2),
+    Table("eval-timing", "RESULTS.md", _py("benchmarks/eval_timing.py", "--repeats", "5"), minutes=10),
+    # RESULTS-attacks.md
+    Table("attacks-all", "RESULTS-attacks.md",
+          _py("benchmarks/attack_table.py", "--model", "hyperprior-small:q3", "--crop", "128"), minutes=30),
+    Table("attacks-baselines", "RESULTS-attacks.md",
+          _py("benchmarks/attack_table.py", "--model", "hyperprior-small:q3", "--crop", "128", "--methods", "noise", "shift"),
+          minutes=2),
+    Table("attacks-ste", "RESULTS-attacks.md",
+          _py("benchmarks/attack_table.py", "--model", "hyperprior-small:q3", "--crop", "128", "--methods", "paper", "pgd",
+              "--standin", "ste"), minutes=8),
+    Table("attacks-step-cost", "RESULTS-attacks.md",
+          _py("benchmarks/attack_speed.py", "--model", "hyperprior-small:q3", "--crop", "128", "--skip-damage",
+              "--speed-steps", "100", "--repeats", "3"), minutes=5),
+    Table("attacks-steps-to-reference", "RESULTS-attacks.md",
+          _py("benchmarks/attack_speed.py", "--model", "hyperprior-small:q3", "--crop", "128"), minutes=25),
+    # RESULTS-defenses.md
+    Table("defenses", "RESULTS-defenses.md", _py("benchmarks/defense_table.py", "--steps", "100", "--crop", "128"),
+          minutes=60),
+    Table("damage-floor", "RESULTS-defenses.md", _py("benchmarks/damage_floor.py", "--crop", "128"), minutes=2),
+    Table("damage-floor-256", "RESULTS-defenses.md",
+          _py("benchmarks/damage_floor.py", "--entry", "vanilla q8=hyperprior-long:q8",
+              "--entry", "robust q8=hyperprior-long-robust:q8", "--crop", "256"), minutes=3),
+    Table("ensemble-speed", "RESULTS-defenses.md",
+          _py("benchmarks/ensemble_speed.py", "--model", "hyperprior-small:q3", "--crop", "256"), minutes=10),
+    Table("finetune-step-cost", "RESULTS-defenses.md",
+          _py("benchmarks/finetune_cost.py", "timing", "--model", "hyperprior-small:q3"), minutes=5),
+    Table("finetune-few-step", "RESULTS-defenses.md",
+          _py("benchmarks/finetune_cost.py", "compare", "--model", "hyperprior-small:q3", "--ks", "1", "3", "10",
+              "--steps", "300"), minutes=90),
+    # RESULTS-hardening.md
+    Table("fuzz", "RESULTS-hardening.md",
+          _py("benchmarks/fuzz_bitstreams.py", "--cases", "2000", "--workers", "1"), minutes=30, fence="json"),
+    Table("fuzz-overread", "RESULTS-hardening.md",
+          _py("benchmarks/fuzz_bitstreams.py", "--overread", "100", "--max-side", "512"), minutes=10, fence="json"),
+    Table("memory-peak", "RESULTS-hardening.md", _py("benchmarks/memory_peak.py"), minutes=15, fence="json"),
+    # RESULTS-studies.md
+    Table("recompression", "RESULTS-studies.md",
+          _py("benchmarks/recompression.py", "--robust", "fine-tuned=hyperprior-small-robust:q3", "--workers", "1"),
+          minutes=10, writes_file=True),
+]
+BY_ID = {t.id: t for t in TABLES}
+
+
+def _sha(h: "hashlib._Hash", path: Path, root: Path) -> None:
+    h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+
+
+def code_fingerprint(table: Table) -> str:
+    """12 hex digits over ``src/robustnic``'s ``.py`` files, the weights manifest and ``table``'s script."""
+    h = hashlib.sha256()
+    for path in sorted(SOURCE.rglob("*.py")):
+        _sha(h, path, ROOT)
+    manifest = SOURCE / "weights" / "manifest.json"
+    if manifest.is_file():
+        _sha(h, manifest, ROOT)
+    if table.script is not None and table.script.is_file():
+        _sha(h, table.script, ROOT)
+    return h.hexdigest()[:12]
+
+
+def _markers(table_id: str) -> tuple[str, str]:
+    return f"<!-- results:{table_id} -->", f"<!-- /results:{table_id} -->"
+
+
+def _block(text: str, table_id: str) -> tuple[int, int] | None:
+    """Start and end offsets of the content between ``table_id``'s markers, or None."""
+    begin, end = _markers(table_id)
+    i = text.find(begin)
+    j = text.find(end, i + 1) if i >= 0 else -1
+    return None if i < 0 or j < 0 else (i + len(begin), j)
+
+
+_STAMP = re.compile(r"code fingerprint `([0-9a-f]{12})`")
+
+
+def recorded_fingerprint(table: Table) -> str | None:
+    """The fingerprint written in ``table``'s block, or None (no block, or never generated)."""
+    path = BENCH / table.file
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8")
+    span = _block(text, table.id)
+    if span is None:
+        return None
+    m = _STAMP.search(text[span[0] : span[1]])
+    return m.group(1) if m else None
+
+
+def display(command: tuple[str, ...]) -> str:
+    """The command as a reader types it (``.venv/bin/python benchmarks/x.py ...``)."""
+    head = (".venv/bin/python",) if command[0] == "python" else command[:1]
+    return shlex.join(head + command[1:])
+
+
+def _argv(command: tuple[str, ...]) -> list[str]:
+    return [sys.executable, *command[1:]] if command[0] == "python" else list(command)
+
+
+def write_block(table: Table, body: str, fingerprint: str, seconds: float) -> None:
+    """Replace ``table``'s block with ``body`` under its stamp line (atomic write of the whole file)."""
+    path = BENCH / table.file
+    text = path.read_text(encoding="utf-8")
+    span = _block(text, table.id)
+    if span is None and table.writes_file:  # a file the command rewrote: the stamp goes under its title
+        title, _, rest = text.partition("\n")
+        text = f"{title}\n\n{_markers(table.id)[0]}{_markers(table.id)[1]}\n{rest}"
+        span = _block(text, table.id)
+    if span is None:
+        raise SystemExit(f"{path.name}: no markers for {table.id!r}; add {' '.join(_markers(table.id))} where it goes")
+    stamp = (f"\n*Generated by `make results` ({table.id}): `{display(table.command)}`; code fingerprint "
+             f"`{fingerprint}`; {time.strftime('%Y-%m-%d')}; {seconds / 60:.1f} min.*\n\n")
+    new = text[: span[0]] + stamp + (body.strip("\n") + "\n" if body.strip() else "") + text[span[1] :]
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(new, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_table(table: Table, force: bool = False) -> bool:
+    """Run ``table``'s needs and command and write its block; False when it was already current."""
+    fingerprint = code_fingerprint(table)
+    if not force and recorded_fingerprint(table) == fingerprint:
+        print(f"{table.id}: current (code fingerprint {fingerprint})", file=sys.stderr)
+        return False
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    for need in table.needs:
+        print(f"{table.id}: needs {display(need)}", file=sys.stderr)
+        subprocess.run(_argv(need), cwd=ROOT, env=env, check=True)
+    print(f"{table.id}: {display(table.command)}", file=sys.stderr)
+    t0 = time.perf_counter()
+    done = subprocess.run(_argv(table.command), cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise SystemExit(f"{table.id}: exit status {done.returncode}; its block is left as it was")
+    body = "" if table.writes_file else done.stdout
+    if table.fence and body:
+        body = f"```{table.fence}\n{body.strip()}\n```"
+    write_block(table, body, fingerprint, time.perf_counter() - t0)
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="+", metavar="ID", help="these tables only (see --list)")
+    p.add_argument("--force", action="store_true", help="rerun tables that are already current")
+    p.add_argument("--list", action="store_true", help="list the tables, their commands and rough minutes")
+    p.add_argument("--status", action="store_true", help="say which tables are current for this code")
+    args = p.parse_args(argv)
+    unknown = [i for i in args.only or [] if i not in BY_ID]
+    if unknown:
+        raise SystemExit(f"unknown table(s) {unknown}; known: {', '.join(BY_ID)}")
+    tables = [BY_ID[i] for i in args.only] if args.only else TABLES
+    if args.list or args.status:
+        for t in tables:
+            state = ""
+            if args.status:
+                state = "current" if recorded_fingerprint(t) == code_fingerprint(t) else "stale"
+                state = f"{state:8s}"
+            print(f"{state}{t.id:28s} {t.file:22s} ~{t.minutes:3d} min  {display(t.command)}")
+        return
+    for t in tables:
+        run_table(t, force=args.force)
+
+
+if __name__ == "__main__":
+    main()
