@@ -184,3 +184,126 @@ def test_cli_prints_an_old_label_deprecation_as_one_line(tmp_path, photo, capsys
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert err == ["robustnic: warning: hyperprior-small:q2 is the pre-0.2 label of hyperprior-small:q3 (labels follow "
                    "CompressAI's qualities since 0.2; old labels stop working in 0.3)"]
+
+
+# ----- codec specs: one parser for loading and fingerprints ---------------------------------------
+@pytest.mark.parametrize("text, kind, fields", [
+    ("hyperprior-small:q3", "zoo", {"name": "hyperprior-small", "quality": 3}),
+    ("hyperprior-small", "zoo", {"name": "hyperprior-small", "quality": None}),
+    ("zoo:hyperprior-long:6", "zoo", {"name": "hyperprior-long", "quality": 6}),
+    ("runs/x/ckpt.pth.tar", "file", {"name": None, "path": "runs/x/ckpt.pth.tar"}),
+    ("runs/x/model.weights", "file", {"path": "runs/x/model.weights"}),
+    ("mbt2018-mean@ckpt.bin", "file", {"name": "mbt2018-mean", "path": "ckpt.bin"}),
+    ("file:model.weights", "file", {"name": None, "path": "model.weights"}),
+    ("file:cheng2020-anchor@model", "file", {"name": "cheng2020-anchor", "path": "model"}),
+    ("bmshj2018-hyperprior:q3", "pretrained", {"name": "bmshj2018-hyperprior", "quality": 3, "metric": None}),
+    ("mbt2018:Q4:ms-ssim:pretrained", "pretrained", {"name": "mbt2018", "quality": 4, "metric": "ms-ssim"}),
+    ("pretrained:bmshj2018-factorized:2:mse", "pretrained", {"quality": 2, "metric": "mse"}),
+    ("bmshj2018-hyperprior:N=8:M=16:random", "random", {"N": 8, "M": 16, "quality": None}),
+    ("random:mbt2018-mean:q2", "random", {"name": "mbt2018-mean", "quality": 2, "N": None}),
+    ("jpeg:q75", "classical", {"name": "jpeg", "quality": 75}),
+    (" WEBP:80 ", "classical", {"name": "webp", "quality": 80}),
+    ("classical:jpeg", "classical", {"name": "jpeg", "quality": None}),
+])
+def test_every_spec_form_parses(text, kind, fields):
+    from pathlib import Path
+
+    from robustnic.codecs import parse_codec_spec
+
+    spec = parse_codec_spec(text)
+    assert spec.kind == kind and spec.text == text.strip()
+    for key, value in fields.items():
+        assert getattr(spec, key) == (Path(value) if key == "path" else value), key
+    assert parse_codec_spec(str(spec)) == spec  # the canonical string reads back to the same spec
+    assert spec.explicit == text.strip().lower().startswith(f"{kind}:")
+
+
+def test_explicit_prefixes_load_what_bare_specs_load(tmp_path, photo):
+    """``classical:``, ``random:`` and ``file:`` give the codec their bare form gives (same bytes)."""
+    assert load_codec("classical:jpeg:q60").compress(photo) == load_codec("jpeg:q60").compress(photo)
+    torch.manual_seed(0)
+    bare = load_codec("bmshj2018-hyperprior:N=8:M=16:random")
+    torch.manual_seed(0)
+    explicit = load_codec("random:bmshj2018-hyperprior:N=8:M=16")
+    assert explicit.name == "bmshj2018-hyperprior:N=8:M=16:random" and bare.name == explicit.name
+    assert explicit.compress(photo) == bare.compress(photo)
+    torch.save(bare.net.state_dict(), tmp_path / "model.weights")
+    for spec in (str(tmp_path / "model.weights"), f"file:{tmp_path / 'model.weights'}",
+                 f"bmshj2018-hyperprior@{tmp_path / 'model.weights'}"):
+        assert load_codec(spec).fingerprint == bare.fingerprint, spec
+
+
+def test_a_checkpoint_with_any_suffix_is_fingerprinted_by_its_content(tmp_path):
+    """A grid keys rows on model fingerprints: a checkpoint named ``model.weights`` must get one, and
+    a new one when its weights change (else the grid reuses rows of the old weights)."""
+    import os
+
+    from robustnic.studies.jobs import model_fingerprint
+
+    path = tmp_path / "model.weights"
+    torch.save(tiny_codec(seed=0).net.state_dict(), path)
+    specs = [str(path), f"file:{path}", f"bmshj2018-hyperprior@{path}"]
+    first = {model_fingerprint(s) for s in specs}
+    assert first == {file_sha256(path)}
+    torch.save(tiny_codec(seed=1).net.state_dict(), path)  # same size, other weights
+    st = path.stat()  # the hash cache keys on mtime: make sure the rewrite is seen as one even on coarse clocks
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    second = {model_fingerprint(s) for s in specs}
+    assert second == {file_sha256(path)} and second != first
+    assert model_fingerprint(f"file:{tmp_path / 'missing.weights'}") is None
+
+
+def test_shipped_specs_keep_their_fingerprints():
+    """Grid stores key on fingerprints: a shipped label's is its manifest sha256, as before; a bare
+    family or a pre-0.2 label gets the model it loads (silently: loading it warns once)."""
+    import warnings
+
+    from robustnic.studies.jobs import model_fingerprint
+
+    manifest = read_manifest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for spec, row in manifest.items():
+            assert model_fingerprint(spec) == model_fingerprint(f"zoo:{spec}") == row.sha256
+        assert model_fingerprint("hyperprior-small:q2") == manifest["hyperprior-small:q3"].sha256
+    for spec in ("jpeg:q75", "jpeg:match", "bmshj2018-hyperprior:N=8:M=16:random", "bmshj2018-hyperprior:q3",
+                 "no-such-model:q1"):
+        assert model_fingerprint(spec) is None, spec
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "non-empty string"),
+    ("zoo:", "names nothing after zoo:"),
+    ("jpeg:q101", "quality must be in 0..100"),
+    ("jpeg:ms-ssim", "cannot understand 'ms-ssim' in codec spec 'jpeg:ms-ssim'"),
+    ("classical:png:q3", "unknown classical codec 'png'"),
+    ("pretrained:resnet50", "unknown architecture 'resnet50'"),
+    ("random:mbt2018:pretrained", "cannot be both random and pretrained"),
+    ("bmshj2018-hyperprior:N=8", r"add :random"),
+    ("bmshj2018-hyperprior:M=8:random", "M= needs N="),
+    ("hyperprior-small:q3:q4", "gives its quality twice"),
+    ("hyperprior-small:mse", "cannot understand 'mse'"),
+    ("mbt2018-mean@", "names no checkpoint file"),
+])
+def test_a_bad_spec_is_one_clear_error(text, message):
+    from robustnic.codecs import parse_codec_spec
+
+    with pytest.raises(CodecLoadError, match=message) as info:
+        parse_codec_spec(text)
+    assert "\n" not in str(info.value)
+    with pytest.raises(CodecLoadError, match=message):
+        load_codec(text)
+
+
+def test_spec_parser_imports_no_torch_and_knows_every_classical_codec():
+    import subprocess
+    import sys
+
+    from robustnic.codecs.classical import CLASSICAL_FORMATS
+    from robustnic.codecs.options import CLASSICAL_CODECS
+
+    assert set(CLASSICAL_CODECS) == set(CLASSICAL_FORMATS)
+    code = ("import sys; from robustnic.codecs import parse_codec_spec; parse_codec_spec('jpeg:q5'); "
+            "print(sorted(m for m in ('torch', 'compressai') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

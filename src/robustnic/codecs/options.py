@@ -5,3 +5,7 @@ DEFAULT_MODEL = "hyperprior-small:q3"
 
 #: Quantisation stand-ins for the differentiable forward (see :meth:`robustnic.codecs.Codec.forward`).
 STANDINS = ("none", "noise", "ste")
+
+#: Classical codecs a spec can name (``jpeg:q75``); the keys of
+#: :data:`robustnic.codecs.classical.CLASSICAL_FORMATS`, listed here so that specs parse without torch.
+CLASSICAL_CODECS = ("jpeg", "webp")

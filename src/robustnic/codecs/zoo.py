@@ -1,6 +1,7 @@
 """One place that turns a name into a codec (as timm's ``create_model``).
 
-Accepted specs (``load_codec(spec)``)::
+Accepted specs (``load_codec(spec)``; the grammar, with its optional ``zoo:``, ``file:``,
+``pretrained:``, ``random:`` and ``classical:`` prefixes, is :mod:`robustnic.codecs.spec`)::
 
     hyperprior-small:q3                  a model robustnic ships (see ``robustnic models``); qK is
                                          CompressAI's quality K (its λ)
@@ -9,6 +10,7 @@ Accepted specs (``load_codec(spec)``)::
     bmshj2018-hyperprior:q3:random       CompressAI's widths, random weights (tests)
     bmshj2018-hyperprior:N=8:M=16:random tiny random model (tests)
     path/to/checkpoint.pth.tar           a CompressAI-format checkpoint (architecture inferred)
+    file:path/to/model.weights           ... any file name
     mbt2018-mean@path/to/ckpt.pth        ... with the architecture named
     jpeg:q75   webp:q80                  classical baselines through Pillow
 
@@ -24,7 +26,7 @@ import urllib.parse
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from compressai.models.base import CompressionModel
@@ -35,6 +37,7 @@ from robustnic.codecs.checkpoint import file_sha256, load_into, read_state_dict
 from robustnic.codecs.classical import CLASSICAL_FORMATS, ClassicalCodec
 from robustnic.codecs.learned import LearnedCodec
 from robustnic.codecs.options import DEFAULT_MODEL
+from robustnic.codecs.spec import CodecSpec, parse_codec_spec
 from robustnic.errors import CheckpointError, CodecLoadError, LabelDeprecationWarning
 from robustnic.utils.runtime import resolve_device
 
@@ -79,25 +82,6 @@ def read_manifest(weights_dir: Path | None = None) -> dict[str, ShippedModel]:
     return out
 
 
-def _parse_options(parts: list[str]) -> dict[str, Any]:
-    opts: dict[str, Any] = {"quality": None, "metric": None, "source": None, "N": None, "M": None}
-    for part in parts:
-        low = part.lower()
-        if low in METRICS:
-            opts["metric"] = low
-        elif low in ("pretrained", "random"):
-            opts["source"] = low
-        elif low.startswith("q") and low[1:].isdigit():
-            opts["quality"] = int(low[1:])
-        elif low.isdigit():
-            opts["quality"] = int(low)
-        elif low.startswith(("n=", "m=")) and low[2:].isdigit():
-            opts[low[0].upper()] = int(low[2:])
-        else:
-            raise CodecLoadError(f"cannot understand {part!r} in a codec spec (see robustnic.codecs.zoo)")
-    return opts
-
-
 #: Families shipped before robustnic 0.2, whose labels were one below CompressAI's quality (``q2`` was
 #: λ = 0.0067, CompressAI's q3). Since 0.2 ``:qK`` means CompressAI's λ for quality K in every family;
 #: the old labels of these families still resolve, with a one-line deprecation message, until 0.3.
@@ -107,12 +91,12 @@ RELABELED_IN_0_2 = frozenset({
 })
 
 
-def resolve_shipped_spec(spec: str, manifest: dict[str, ShippedModel]) -> str:
+def resolve_shipped_spec(spec: str, manifest: dict[str, ShippedModel], warn: bool = True) -> str:
     """The manifest key ``spec`` names: itself, a family's middle quality for a bare family name, or
-    (with a :class:`LabelDeprecationWarning`) the model a pre-0.2 label named when that label is not a
-    label of today. A label valid under both conventions (``hyperprior-long:q3``) means CompressAI's
-    quality: warning on it would warn on every correct use. Raises :class:`CodecLoadError` when nothing
-    matches."""
+    (with a :class:`LabelDeprecationWarning`, unless ``warn`` is false) the model a pre-0.2 label named
+    when that label is not a label of today. A label valid under both conventions (``hyperprior-long:q3``)
+    means CompressAI's quality: warning on it would warn on every correct use. Raises
+    :class:`CodecLoadError` when nothing matches."""
     family, _, rest = spec.partition(":")
     shipped = sorted(m.quality for m in manifest.values() if m.family == family)
     if not rest and shipped:
@@ -124,8 +108,10 @@ def resolve_shipped_spec(spec: str, manifest: dict[str, ShippedModel]) -> str:
         if current in manifest:  # a label valid under both conventions means CompressAI's quality
             return current
         if new in shipped:
-            warnings.warn(f"{current} is the pre-0.2 label of {family}:q{new} (labels follow CompressAI's "
-                          f"qualities since 0.2; old labels stop working in 0.3)", LabelDeprecationWarning, stacklevel=3)
+            if warn:
+                warnings.warn(f"{current} is the pre-0.2 label of {family}:q{new} (labels follow CompressAI's "
+                              f"qualities since 0.2; old labels stop working in 0.3)", LabelDeprecationWarning,
+                              stacklevel=3)
             return f"{family}:q{new}"
     if spec not in manifest:
         raise CodecLoadError(f"no shipped model {spec!r}; shipped: {', '.join(sorted(manifest)) or 'none'}")
@@ -222,38 +208,51 @@ def load_pretrained(
                         pretrained=True)
 
 
-def load_codec(spec: str | CompressionModel | Codec, device: str | torch.device = "cpu") -> Codec:
-    """Resolve any codec spec (see module docstring) into a ready :class:`Codec` on ``device``
+def load_codec(spec: str | CodecSpec | CompressionModel | Codec, device: str | torch.device = "cpu") -> Codec:
+    """Resolve any codec spec (see :mod:`robustnic.codecs.spec`) into a ready :class:`Codec` on ``device``
     (``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``; see :func:`robustnic.utils.runtime.resolve_device`)."""
     device = resolve_device(device)
     if isinstance(spec, Codec):
         return spec.to(device)
     if isinstance(spec, CompressionModel):
         return LearnedCodec(spec, device=device)
-    if not isinstance(spec, str) or not spec.strip():
-        raise CodecLoadError(f"codec spec must be a non-empty string, got {spec!r}")
-    spec = spec.strip()
-    head, _, tail = spec.partition(":")
-    if head.lower() in CLASSICAL_FORMATS:
-        opts = _parse_options(tail.split(":") if tail else [])
-        return ClassicalCodec(head.lower(), opts["quality"])
-    if "@" in spec and spec.split("@", 1)[0] in ARCHITECTURES:
-        arch, path = spec.split("@", 1)
-        return load_checkpoint_codec(path, arch, device)
-    if Path(spec).suffix in (".pt", ".pth", ".tar", ".ckpt") or Path(spec).is_file():
-        return load_checkpoint_codec(spec, None, device)
-    if head in ARCHITECTURES:
-        arch = get_architecture(head)
-        opts = _parse_options(tail.split(":") if tail else [])
-        metric = opts["metric"] or "mse"
-        if opts["source"] == "random":
-            if opts["N"]:
-                N, M = opts["N"], opts["M"] or opts["N"]
-            else:
-                N, M = arch.widths(opts["quality"] or 3)
-            return LearnedCodec(arch.build(N, M), name=spec, quality=opts["quality"] or 0, metric=metric, device=device)
-        return load_pretrained(head, opts["quality"] or 3, metric, device)
-    return load_shipped(spec, device)
+    parsed = parse_codec_spec(spec)
+    if parsed.kind == "classical":
+        return ClassicalCodec(parsed.name, parsed.quality)
+    if parsed.kind == "file":
+        return load_checkpoint_codec(parsed.path, parsed.name, device)
+    if parsed.kind == "random":
+        arch = get_architecture(parsed.name)
+        if parsed.N is not None:
+            N, M = parsed.N, parsed.M or parsed.N
+        else:
+            N, M = arch.widths(parsed.quality or 3)
+        name = str(parsed) if parsed.explicit else parsed.text
+        return LearnedCodec(arch.build(N, M), name=name, quality=parsed.quality or 0, metric=parsed.metric or "mse",
+                            device=device)
+    if parsed.kind == "pretrained":
+        return load_pretrained(parsed.name, parsed.quality or 3, parsed.metric or "mse", device)
+    return load_shipped(_shipped_label(parsed), device)
+
+
+def _shipped_label(spec: CodecSpec) -> str:
+    """``family:qK`` (or the bare family) of a ``zoo`` spec, as the manifest is keyed."""
+    return spec.name if spec.quality is None else f"{spec.name}:q{spec.quality}"
+
+
+def weights_sha256(spec: str | CodecSpec, file_hash: Callable[[Path], str] = file_sha256) -> str | None:
+    """sha256 of the weights file a spec names, whatever the file is called: a shipped model's manifest
+    hash (the file is checked against it when loaded) or a checkpoint's content (``file_hash(path)``;
+    None while the file does not exist). None for specs whose string says everything: classical and
+    random codecs, and CompressAI's pretrained weights (their published URL pins the file).
+    Raises :class:`CodecLoadError` for a spec that does not parse or names no shipped model."""
+    parsed = parse_codec_spec(spec)
+    if parsed.kind == "zoo":
+        manifest = read_manifest()
+        return manifest[resolve_shipped_spec(_shipped_label(parsed), manifest, warn=False)].sha256
+    if parsed.kind == "file" and parsed.path is not None and parsed.path.is_file():
+        return file_hash(parsed.path)
+    return None
 
 
 def list_models() -> list[dict[str, Any]]:
