@@ -33,7 +33,7 @@ from PIL import Image
 
 from robustnic.codecs.base import Codec
 from robustnic.codecs.checkpoint import file_sha256
-from robustnic.codecs.zoo import load_codec, read_manifest
+from robustnic.codecs.zoo import load_codec, weights_sha256
 from robustnic.data.images import DEFAULT_MAX_PIXELS, image_paths, load_image, to_uint8
 from robustnic.data.photos import center_crop, heldout_photo_paths
 from robustnic.errors import RobustnicError
@@ -111,17 +111,16 @@ def cached_sha256(path: Path) -> str:
 
 
 def model_fingerprint(spec: str) -> str | None:
-    """sha256 of the weights a model spec names (shipped model or checkpoint file), else None.
+    """sha256 of the weights a model spec names (:func:`robustnic.codecs.zoo.weights_sha256`: a shipped
+    model's manifest hash, a checkpoint file's content whatever its name), else None.
 
-    Random and classical specs are fully described by the string itself (and the job's seed).
+    Random and classical specs are fully described by the string itself (and the job's seed); a spec
+    that does not load gets None here and fails when its job runs.
     """
-    manifest = read_manifest()
-    if spec in manifest:
-        return manifest[spec].sha256
-    path = Path(spec.split("@", 1)[1]) if "@" in spec else Path(spec)
-    if path.suffix in (".pt", ".pth", ".tar", ".ckpt") and path.is_file():
-        return cached_sha256(path)
-    return None
+    try:
+        return weights_sha256(spec, file_hash=cached_sha256)
+    except RobustnicError:
+        return None
 
 
 def png_bytes(x: torch.Tensor) -> bytes:
