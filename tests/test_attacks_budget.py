@@ -15,7 +15,7 @@ from robustnic.metrics import psnr
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-BUDGETS = [PSNR(40), PSNR(30), MSE(3e-4), Linf(3), Linf(2.5), L2(0.6)]
+BUDGETS = [PSNR(40), PSNR(30), MSE(3e-4), Linf(3), Linf(2.5), L2(0.6), PSNR(30, linf_cap=4), L2(0.6, linf_cap=2)]
 
 
 def _far_point(x: torch.Tensor, seed: int) -> torch.Tensor:
@@ -33,6 +33,42 @@ def test_parse_budget(spec, budget):
     assert parsed == budget and type(parsed) is type(budget)
     assert parse_budget(str(parsed)) == parsed  # str() round-trips
     assert parse_budget(budget) is budget
+
+
+@pytest.mark.parametrize("spec, budget, cap", [
+    ("psnr:35,linf:16", PSNR(35, linf_cap=16), 16.0), (" PSNR:40 , linf=2.5 ", PSNR(40, linf_cap=2.5), 2.5),
+    ("mse:1e-4,linf:8", MSE(1e-4, linf_cap=8), 8.0), ("l2:1.5,linf:4", L2(1.5, linf_cap=4), 4.0),
+    ("psnr:35", PSNR(35), None),
+])
+def test_a_budget_carries_an_explicit_linf_cap_and_round_trips(spec, budget, cap):
+    parsed = parse_budget(spec)
+    assert parsed == budget and parsed.linf_cap == cap
+    assert str(parsed) == (f"{parsed.kind}:{parsed.value:g}" + ("" if cap is None else f",linf:{cap:g}"))
+    assert parse_budget(str(parsed)) == parsed and hash(parse_budget(str(parsed))) == hash(parsed)
+    assert (parsed == PSNR(35)) == (spec == "psnr:35")  # the cap is part of the budget's identity
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("psnr:35,linf:0", "cap .* positive"), ("psnr:35,linf:-2", "cap .* positive"), ("psnr:35,linf:abc", "cap .* number"),
+    ("psnr:35,l2:3", "only an L∞ cap"), ("psnr:35,linf:16,linf:8", "at most one L∞ cap"),
+    ("linf:8,linf:4", "needs no L∞ cap"), ("psnr:35,", "cannot read budget"),
+])
+def test_a_bad_cap_is_a_clear_budget_error(spec, message):
+    with pytest.raises(BudgetError, match=message):
+        parse_budget(spec)
+
+
+def test_the_cap_binds_alone_and_a_cap_below_one_step_is_refused(photo):
+    x = photo
+    far = _far_point(x, 3)
+    free, capped = PSNR(20).finalize(x, far), PSNR(20, linf_cap=4).finalize(x, far)
+    assert float((free - x).abs().amax()) * 255 > 4.5  # the ball alone allows more than the cap
+    assert float((capped - x).abs().amax()) * 255 <= 4 + 1e-4 and PSNR(20).satisfied(x, capped)
+    assert not PSNR(20, linf_cap=4).satisfied(x, free)
+    projected = PSNR(20, linf_cap=4).project(x, far)
+    assert float((projected - x).abs().amax()) * 255 <= 4 + 1e-4
+    with pytest.raises(BudgetError, match="allows no 8-bit change"):
+        PSNR(20, linf_cap=0.5).check_possible(x)
 
 
 @pytest.mark.parametrize("spec", ["psnr", "psnr:", "psnr:abc", "psnr:-3", "mse:0", "linf:nan", "l2:inf", "ssim:3", "", "40"])

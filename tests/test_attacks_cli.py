@@ -98,9 +98,9 @@ def _stable(row: dict) -> dict:
 
 
 def test_cli_attack_interrupted_keeps_finished_images_and_resumes(folder, tmp_path, monkeypatch, capsys):
-    import robustnic.attacks.runner as runner
+    import robustnic.attacks.pipeline as pipeline  # the one attack path: every result is verified there
 
-    real, calls = runner.verify_images, []
+    real, calls = pipeline.verify_images, []
 
     def verify(*args, **kwargs):
         calls.append(1)
@@ -108,7 +108,7 @@ def test_cli_attack_interrupted_keeps_finished_images_and_resumes(folder, tmp_pa
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "verify_images", verify)
+    monkeypatch.setattr(pipeline, "verify_images", verify)
     out = tmp_path / "out"
     interrupt_at = 2  # Ctrl-C while the second image (second batch) is being verified
     assert main(_attack_args(folder, out)) == 130

@@ -1,8 +1,9 @@
 """Attack a set of images with several methods and budgets, verify on real bitstreams, save it all.
 
 :func:`run_attacks` is what ``robustnic attack`` and ``benchmarks/attack_table.py`` call: images
-of the same size are attacked together as a batch, every result is verified with
-:func:`~robustnic.attacks.verify.verify_images`, and :func:`write_results` (or, batch by batch,
+of the same size are attacked together as a batch through the one attack path,
+:func:`~robustnic.attacks.pipeline.attack_and_verify` (crafted, then verified on real bitstreams),
+and :func:`write_results` (or, batch by batch,
 :class:`AttackRunDir`) writes, every file atomically::
 
     OUT/adversarial/IMAGE--METHOD--BUDGET.png       the 8-bit adversarial images
@@ -28,7 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from robustnic.attacks.budget import Budget, parse_budget
-from robustnic.attacks.verify import Verified, verify_images
+from robustnic.attacks.pipeline import AttackSettings, attack_and_verify
+from robustnic.attacks.verify import Verified
 from robustnic.codecs.base import Codec
 from robustnic.data.images import save_image
 from robustnic.errors import ImageError, RobustnicError
@@ -71,22 +73,24 @@ def run_attacks(
     progress: bool = False,
     skip: Collection[tuple[str, str, str]] = (),
     on_batch: Callable[[list[AttackResult]], None] | None = None,
-    **attack_kwargs: Any,
+    adaptive: bool = False,
+    **settings: Any,
 ) -> list[AttackResult]:
     """Attack every image with every method at every budget; verify each result on real bytes.
 
-    ``target`` is one image ``(1, 3, H, W)`` used for every image (targeted objective), ``mask``
-    its region. ``attack_kwargs`` go to :func:`robustnic.attacks.make_attack` (``objective``, ``standin``,
-    ``steps``, ``seed``, ...). With ``progress`` an outer bar shows the mean real input and output
-    PSNR of the last batch, and each attack shows its own bar; without it nothing is drawn.
+    Each batch goes through :func:`~robustnic.attacks.pipeline.attack_and_verify` with an
+    :class:`~robustnic.attacks.pipeline.AttackSettings` made of ``settings`` (``objective``,
+    ``standin``, ``steps``, ``seed``, ``restarts``, ``reference``, ``metric``, ...) and the method and
+    budget; ``adaptive`` as there (a defended ``codec``: worst over its attack modes). ``target`` is
+    one image ``(1, 3, H, W)`` used for every image (targeted objective), ``mask`` its region. With
+    ``progress`` an outer bar shows the mean real input and output PSNR of the last batch, and each
+    attack shows its own bar; without it nothing is drawn.
 
     ``skip`` holds ``(image, method, str(budget))`` triples already done: they are neither attacked
     nor returned. ``on_batch`` receives each batch's results as soon as they are verified (e.g.
     :meth:`AttackRunDir.add`, so an interrupted run keeps them). Batches are formed from all images
     before skipping, so a resumed run attacks the same batches as an uninterrupted one.
     """
-    from robustnic.attacks import make_attack
-
     if not images:
         raise ImageError("no images to attack")
     if target is not None:
@@ -94,11 +98,13 @@ def run_attacks(
         if target.dim() != 4 or target.shape[0] != 1:
             raise ImageError(f"run_attacks takes one target image (1, 3, H, W) for all images, got {tuple(target.shape)}")
     budgets = [parse_budget(b) for b in budgets]
+    base = AttackSettings(method=methods[0] if methods else "paper", budget=budgets[0], target=target, mask=mask,
+                          progress=progress, **settings)
     groups = _groups(images, max(1, int(batch_size)))
     jobs = [(m, b, left) for m in methods for b in budgets for g in groups
             if (left := [n for n in g if (n, m, str(b)) not in skip])]
     for m in methods:  # fail fast on a bad method, option or budget, before any work
-        make_attack(m, codec, budget=budgets[0], **attack_kwargs)
+        base.replace(method=m).make(codec)
     for budget in budgets:
         for names in groups:
             budget.check_possible(images[names[0]])
@@ -106,17 +112,15 @@ def run_attacks(
     bar = tqdm(jobs, desc="attack", disable=not progress, dynamic_ncols=True)
     for method, budget, names in bar:
         bar.set_description(f"{method} {budget}")
-        atk = make_attack(method, codec, budget=budget, progress=progress, **attack_kwargs)
         x = torch.cat([images[n] for n in names])
-        x_adv = atk(x, target=None if target is None else target.expand(len(names), -1, -1, -1), mask=mask)
-        verified = verify_images(codec, x, x_adv, standin=atk.standin, budget=budget, attack_time=atk.elapsed)
-        batch = [AttackResult(name, method, str(budget), x[i : i + 1], x_adv[i : i + 1].cpu(), v)
-                 for i, (name, v) in enumerate(zip(names, verified))]
+        out = attack_and_verify(codec, x, base.replace(method=method, budget=budget), adaptive=adaptive)
+        batch = [AttackResult(name, method, str(budget), out.x[i : i + 1], out.x_adv[i : i + 1], v)
+                 for i, (name, v) in enumerate(zip(names, out.verified))]
         results.extend(batch)
         if on_batch is not None:
             on_batch(batch)
-        bar.set_postfix({"psnr-in": f"{_mean(v.row['psnr-in'] for v in verified):.2f}",
-                         "psnr-out": f"{_mean(v.row['psnr-out'] for v in verified):.2f}"})
+        bar.set_postfix({"psnr-in": f"{_mean(v.row['psnr-in'] for v in out.verified):.2f}",
+                         "psnr-out": f"{_mean(v.row['psnr-out'] for v in out.verified):.2f}"})
     return results
 
 

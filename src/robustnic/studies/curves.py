@@ -1,7 +1,8 @@
 """Robustness curves from attack rows, and the one number that summarises a curve.
 
-A curve is one (model, defense, attack, objective, stand-in, steps, adaptive) setting swept over
-budgets of one kind (``psnr:30 … psnr:50`` or ``linf:1 … linf:16``); every point is the mean over
+A curve is one attack setting (model, defense, attack, objective, stand-in, steps, restarts, distortion
+reference and metric, adaptive, and a budget's L∞ cap if it has one) swept over budgets of one kind
+(``psnr:30 … psnr:50`` or ``linf:1 … linf:16``); every point is the mean over
 the same images (those attacked at every budget of the curve) of the reconstruction PSNR under attack (``psnr-out``, vs the source image), the bpp
 increase and Chen & Ma's ΔPSNR (VI), all measured on real bitstreams.
 
@@ -24,17 +25,26 @@ from typing import Any, Iterable
 from robustnic.studies.store import Row, row_means
 from robustnic.utils import tables
 
-#: Configuration keys that identify an attack setting (all but the budget and the image).
-CURVE_KEYS = ("model", "defense", "attack", "objective", "standin", "steps", "adaptive", "crop", "seed")
+#: Configuration keys that identify an attack setting (all but the budget and the image). ``restarts``,
+#: ``reference``, ``metric``, ``target`` and ``mask`` are absent from configurations at their defaults.
+CURVE_KEYS = ("model", "defense", "attack", "objective", "standin", "steps", "adaptive", "crop", "seed",
+              "restarts", "reference", "metric", "target", "mask")
 #: Per-image results averaged at each point.
 CURVE_METRICS = ("psnr-in", "psnr-clean", "psnr-out", "psnr-drop", "delta-psnr", "bpp-clean", "bpp-adv",
                  "bpp-increase")
 
 
 def budget_axis(budget: str) -> tuple[str, float]:
-    """``"psnr:40"`` -> ``("psnr", 40.0)`` (kind and value as a spec writes them)."""
-    kind, _, value = str(budget).partition(":")
-    return kind.lower(), float(value)
+    """``"psnr:40"`` -> ``("psnr", 40.0)`` (kind and value as a spec writes them; a capped budget
+    ``"psnr:40,linf:16"`` gives the same, its cap is :func:`budget_cap`)."""
+    kind, _, value = str(budget).partition(",")[0].partition(":")
+    return kind.strip().lower(), float(value)
+
+
+def budget_cap(budget: str) -> float | None:
+    """The L∞ cap of a budget spec in 1/255 units (``"psnr:40,linf:16"`` -> 16.0), None without one."""
+    _, _, cap = str(budget).partition(",")
+    return float(cap.partition(":")[2]) if cap else None
 
 
 def finite_mean(values: Iterable[float | None]) -> float:
@@ -69,7 +79,16 @@ class RobustnessCurve:
         label = str(s["model"])
         if s.get("defense") not in (None, "none"):
             label += f" +{s['defense']}" + (" (adaptive)" if s.get("adaptive") else "")
-        return f"{label}, {s['attack']}"
+        extra = [f"{k} {s[k]}" for k in ("restarts", "reference", "metric") if s.get(k) is not None]
+        if s.get("linf-cap") is not None:
+            extra.append(f"L∞ ≤ {s['linf-cap']:g}/255")
+        return f"{label}, {s['attack']}" + "".join(f", {e}" for e in extra)
+
+    @property
+    def budget_specs(self) -> list[str]:
+        """The budgets of the points as specs (``"psnr:40"``, ``"psnr:40,linf:16"``)."""
+        cap = self.setting.get("linf-cap")
+        return [f"{self.budget_kind}:{b:g}" + ("" if cap is None else f",linf:{cap:g}") for b in self.budgets]
 
     @property
     def auc(self) -> float:
@@ -100,6 +119,8 @@ def robustness_curves(rows: Iterable[Row]) -> list[RobustnessCurve]:
             continue
         kind, value = budget_axis(row.config["budget"])
         setting = {k: row.config.get(k) for k in CURVE_KEYS}
+        if (cap := budget_cap(row.config["budget"])) is not None:
+            setting["linf-cap"] = cap
         gid = (kind, *map(repr, setting.values()))
         settings[gid] = setting
         groups.setdefault(gid, {}).setdefault(value, []).append(row)

@@ -89,11 +89,15 @@ def _checked_image(path: str, mtime_ns: int, size: int, max_pixels: int | None) 
     load_image(path, max_pixels=max_pixels)  # raises ImageError naming the file
 
 
+def ref_path(ref: dict[str, str]) -> Path:
+    """The file an image reference (see :func:`resolve_images`) names."""
+    source = ref["source"]
+    return heldout_photo_paths()[source.split(":", 1)[1]] if source.startswith("bundled:") else Path(source)
+
+
 def load_ref(ref: dict[str, str], crop: int | list[int] | None) -> torch.Tensor:
     """Load an image reference (see :func:`resolve_images`), centre-cropped to ``crop``."""
-    source = ref["source"]
-    path = heldout_photo_paths()[source.split(":", 1)[1]] if source.startswith("bundled:") else Path(source)
-    x = load_image(path, max_pixels=None)  # checked when the grid was expanded
+    x = load_image(ref_path(ref), max_pixels=None)  # checked when the grid was expanded
     if crop is not None:
         x = center_crop(x, crop if isinstance(crop, int) else tuple(crop))
     return x.contiguous()
@@ -215,7 +219,36 @@ def _finish(config: dict[str, Any]) -> dict[str, Any]:
         config["fingerprints"] = dict(sorted(prints.items()))
     if "match" in config and not str(config.get("model", "")).endswith(":match"):
         del config["match"]
+    if "attack" in config:
+        _finish_attack(config)
     return config
+
+
+def _finish_attack(config: dict[str, Any]) -> None:
+    """Check an attack configuration, fingerprint its target and mask images, and leave out the
+    options added after the grid's first release while they hold their defaults, so that the
+    configurations (and keys) of specs that do not use them stay as they were."""
+    for key, default in _ATTACK_OPTIONAL.items():
+        if key in config and config[key] == default:
+            del config[key]
+    for key in ("target", "mask"):
+        value = config.get(key)
+        if isinstance(value, str) and not (key == "mask" and _is_rectangle(value)):
+            refs = resolve_images(value)
+            if len(refs) != 1:
+                raise RobustnicError(f"{key!r} must name one image, {value!r} names {len(refs)}")
+            config[key] = refs[0]
+        elif value is not None and not isinstance(value, (str, dict)):
+            raise RobustnicError(f"{key!r} must be an image (file or bundled:NAME){' or L,T,R,B' * (key == 'mask')}, "
+                                 f"got {value!r}")
+    if config.get("objective") == "targeted" and not config.get("target"):
+        raise RobustnicError("the targeted objective needs 'target' (an image file or bundled:NAME)")
+    _attack_settings(config, placeholder=True)  # raises on an unknown method, budget, objective, ...
+
+
+def _is_rectangle(spec: str) -> bool:
+    parts = spec.split(",")
+    return len(parts) == 4 and all(p.strip().lstrip("-").isdigit() for p in parts)
 
 
 def _image_result(codec: Codec, x: torch.Tensor) -> tuple[dict[str, Any], dict[str, float]]:
@@ -234,35 +267,51 @@ def run_rd(config: dict[str, Any], device: str) -> JobOutput:
     return JobOutput(result | {"codec": codec.name}, timing=timing)
 
 
-def _attack(codec: Codec, config: dict[str, Any]):
-    from robustnic.attacks import make_attack, parse_budget
+def _attack_settings(config: dict[str, Any], size: tuple[int, int] | None = None, placeholder: bool = False):
+    """The :class:`~robustnic.attacks.AttackSettings` of an attack configuration (its target and
+    mask loaded at ``crop``; ``size``: the images' ``(H, W)`` for a mask rectangle). With
+    ``placeholder`` the images are not loaded (a check of the configuration)."""
+    from robustnic.attacks.pipeline import AttackSettings, parse_mask
 
-    kwargs = {k: config[k] for k in ("objective", "standin", "steps") if config.get(k) is not None}
-    return make_attack(config["attack"], codec, budget=parse_budget(config["budget"]), seed=config["seed"], **kwargs)
+    target = mask = None
+    if placeholder:
+        target = torch.zeros(1, 3, 1, 1) if config.get("target") else None
+    else:
+        if config.get("target"):
+            target = load_ref(config["target"], config["crop"])
+        spec = config.get("mask")
+        if spec is not None:
+            spec = spec if isinstance(spec, str) else str(ref_path(spec))
+            mask = parse_mask(spec, size or tuple(target.shape[-2:]), crop=config["crop"])
+    return AttackSettings(
+        method=config["attack"], budget=config["budget"], steps=config.get("steps"),
+        restarts=config.get("restarts", _ATTACK_OPTIONAL["restarts"]), objective=config["objective"],
+        reference=config.get("reference", _ATTACK_OPTIONAL["reference"]),
+        metric=config.get("metric", _ATTACK_OPTIONAL["metric"]), standin=config["standin"], seed=config["seed"],
+        target=target, mask=mask,
+    )
 
 
 def run_attack(config: dict[str, Any], device: str) -> JobOutput:
-    """Attack one image and verify on real bitstreams through the (defended) codec.
+    """Attack one image and verify it on real bitstreams through the (defended) codec, with
+    :func:`robustnic.attacks.attack_and_verify`.
 
-    With ``adaptive = true`` the attack differentiates through the defense itself (an attacker who
-    knows it); otherwise it is crafted on the undefended model and the defense meets it unprepared.
+    With ``adaptive = true`` the attack is run in every attack mode of the defense (through it and
+    around it) and the most damaging one is kept (``attack-mode`` in the result); otherwise it is
+    crafted on the undefended model and the defense meets it unprepared.
     """
-    import time
+    from robustnic.attacks.pipeline import attack_and_verify
 
-    from robustnic.attacks import verify_images
-
-    vanilla = build_codec(config["model"], "none", config["seed"], device)
-    defended = apply_defense(vanilla, config["defense"])
-    x = load_ref(config["image"], config["crop"]).to(vanilla.device)
-    t0 = time.perf_counter()
-    x_adv = _attack(defended if config["adaptive"] else vanilla, config)(x)
-    attack_time = time.perf_counter() - t0
-    verified = verify_images(defended, x, x_adv, standin=config["standin"], budget=config["budget"])[0]
+    defended = build_codec(config["model"], config["defense"], config["seed"], device)
+    x = load_ref(config["image"], config["crop"])
+    settings = _attack_settings(config, tuple(x.shape[-2:]))
+    out = attack_and_verify(defended, x, settings, adaptive=bool(config["adaptive"]))
+    verified = out.verified[0]
     result = _json_values(verified.row)
-    timing = {k: result.pop(k) for k in list(result) if "time" in k} | {"attack-time": attack_time}
+    timing = {k: result.pop(k) for k in list(result) if "time" in k} | {"attack-time": out.elapsed}
     artifacts = [
         Artifact("source.png", png_bytes(x)),
-        Artifact("adversarial.png", png_bytes(x_adv)),
+        Artifact("adversarial.png", png_bytes(out.x_adv)),
         Artifact("reconstruction-clean.png", png_bytes(verified.clean.x_hat)),
         Artifact("reconstruction-adversarial.png", png_bytes(verified.adv.x_hat)),
     ]
@@ -301,8 +350,8 @@ def run_transfer_image(config: dict[str, Any], device: str) -> JobOutput:
 
     codec = build_codec(config["model"], config["defense"], config["seed"], device)
     images = {ref["name"]: load_ref(ref, config["crop"]) for ref in config["images"]}
-    target = codec if config["adaptive"] else build_codec(config["model"], "none", config["seed"], device)
-    matrix = transfer_across_images(codec, lambda c: _attack(c, config), images, attack_codec=target)
+    settings = _attack_settings(config, tuple(next(iter(images.values())).shape[-2:]))
+    matrix = transfer_across_images(codec, settings, images, adaptive=bool(config["adaptive"]))
     return JobOutput(matrix.as_dict())
 
 
@@ -313,7 +362,7 @@ def run_transfer_model(config: dict[str, Any], device: str) -> JobOutput:
     x = load_ref(config["image"], config["crop"])
     sources = {s: build_codec(s, "none", config["seed"], device) for s in config["sources"]}
     targets = {t: build_codec(t, "none", config["seed"], device) for t in config["targets"]}
-    matrix = transfer_across_models(sources, targets, lambda c: _attack(c, config), x)
+    matrix = transfer_across_models(sources, targets, _attack_settings(config, tuple(x.shape[-2:])), x)
     return JobOutput(matrix.as_dict())
 
 
@@ -328,7 +377,12 @@ def _json_values(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_ATTACK_PARAMS = {"objective": "distortion", "standin": "none", "steps": 100, "adaptive": False}
+#: Attack options added after the grid's first release: left out of a configuration at their default
+#: (see :func:`_finish_attack`), so older specs keep their job keys.
+_ATTACK_OPTIONAL = {"restarts": 1, "reference": "clean", "metric": "mse", "target": None, "mask": None}
+#: Parameters of every attacking kind: the options of ``robustnic attack`` (one settings object,
+#: :class:`robustnic.attacks.AttackSettings`). ``adaptive``: worst over the defense's attack modes.
+_ATTACK_PARAMS = {"objective": "distortion", "standin": "none", "steps": 100, "adaptive": False, **_ATTACK_OPTIONAL}
 
 JOB_KINDS: dict[str, JobKind] = {
     k.name: k

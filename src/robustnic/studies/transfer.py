@@ -5,15 +5,18 @@
 * **cross-model** - an adversarial image crafted on model A is decoded by model B (any codec,
   JPEG included): does it carry over to other weights and architectures?
 
-Every cell is a real round trip scored by :func:`robustnic.attacks.verify_attack`, so the matrices
-use the same numbers (``delta-psnr``, reconstruction PSNR, bpp increase) as the attack rows.
+Crafting goes through the one attack path, :func:`robustnic.attacks.attack_and_verify`, given an
+:class:`~robustnic.attacks.AttackSettings` (``adaptive`` means what it means there: the worst over
+the defense's attack modes). Every cell is a real round trip scored by
+:func:`robustnic.attacks.verify_attack`, so the matrices use the same numbers (``delta-psnr``,
+reconstruction PSNR, bpp increase) as the attack rows.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -22,12 +25,17 @@ from robustnic.codecs.base import Codec
 from robustnic.data.images import quantize_8bit
 from robustnic.errors import RobustnicError
 
+if TYPE_CHECKING:
+    from robustnic.attacks.pipeline import AttackSettings
+
 #: What each matrix cell keeps from :func:`~robustnic.attacks.verify_attack`.
 TRANSFER_METRICS = ("psnr-in", "psnr-clean", "psnr-out", "psnr-drop", "delta-psnr", "bpp-clean", "bpp-adv",
                     "bpp-increase")
 
-#: An attack factory: codec -> callable attack (``x -> x_adv``).
+#: An attack factory: codec -> callable attack (``x -> x_adv``), for attacks outside robustnic's settings.
 AttackFactory = Callable[[Codec], Callable[[torch.Tensor], torch.Tensor]]
+#: What crafts the adversarial images: attack settings (the usual case) or a factory.
+AttackSpec = Union["AttackSettings", AttackFactory]
 
 
 @dataclass
@@ -61,6 +69,17 @@ def _cell(codec: Codec, x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, float
     return {k: float(res[k]) for k in TRANSFER_METRICS}
 
 
+def _crafter(attack: AttackSpec, adaptive: bool = False) -> Callable[[Codec, torch.Tensor], torch.Tensor]:
+    """``(codec, x) -> x_adv``: :func:`~robustnic.attacks.attack_and_verify` for settings, else the factory's attack."""
+    from robustnic.attacks.pipeline import AttackSettings, attack_and_verify
+
+    if isinstance(attack, AttackSettings):
+        return lambda codec, x: attack_and_verify(codec, x, attack, adaptive=adaptive).x_adv.to(x.device)
+    if adaptive:
+        raise RobustnicError("adaptive transfer needs AttackSettings (the worst over the defense's attack modes)")
+    return lambda codec, x: attack(codec)(x)
+
+
 def _fill(matrix: TransferMatrix, i: int, j: int, cell: dict[str, float]) -> None:
     n, m = len(matrix.rows), len(matrix.cols)
     for k, v in cell.items():
@@ -70,22 +89,24 @@ def _fill(matrix: TransferMatrix, i: int, j: int, cell: dict[str, float]) -> Non
 
 def transfer_across_images(
     codec: Codec,
-    attack: AttackFactory,
+    attack: AttackSpec,
     images: dict[str, torch.Tensor],
     attack_codec: Codec | None = None,
     progress: bool = False,
+    adaptive: bool = False,
 ) -> TransferMatrix:
-    """Craft a perturbation on each image (with ``attack(attack_codec or codec)``), add it to every
-    image, and score the result through ``codec``. All images must have the same size."""
+    """Craft a perturbation on each image against ``attack_codec or codec`` (with settings: through
+    :func:`~robustnic.attacks.attack_and_verify`, ``adaptive`` as there), add it to every image, and
+    score the result through ``codec``. All images must have the same size."""
     shapes = {tuple(x.shape) for x in images.values()}
     if len(shapes) != 1:
         raise RobustnicError(f"cross-image transfer needs images of one size (use a crop), got {sorted(shapes)}")
     names = list(images)
-    atk = attack(attack_codec or codec)
+    craft = _crafter(attack, adaptive)
     deltas = {}
     for name in tqdm(names, desc="craft", disable=not progress, leave=False):
         x = images[name].to(codec.device)
-        deltas[name] = atk(x) - x
+        deltas[name] = craft(attack_codec or codec, x) - x
     matrix = TransferMatrix(names, names, row_label="perturbation crafted on", col_label="added to")
     for i, a in enumerate(names):
         for j, b in enumerate(names):
@@ -97,17 +118,19 @@ def transfer_across_images(
 def transfer_across_models(
     sources: dict[str, Codec],
     targets: dict[str, Codec],
-    attack: AttackFactory,
+    attack: AttackSpec,
     x: torch.Tensor,
     progress: bool = False,
 ) -> TransferMatrix:
-    """Craft ``x'`` on each source codec (white-box) and decode it with every target codec."""
+    """Craft ``x'`` on each source codec (white-box; settings go through
+    :func:`~robustnic.attacks.attack_and_verify`) and decode it with every target codec."""
     bad = [n for n, c in sources.items() if not c.differentiable]
     if bad:
         raise RobustnicError(f"source models must be differentiable (learned codecs), not {bad}")
     matrix = TransferMatrix(list(sources), list(targets), row_label="crafted on", col_label="decoded by")
+    craft = _crafter(attack)
     for i, (_, src) in enumerate(tqdm(sources.items(), desc="craft", disable=not progress, leave=False)):
-        x_adv = attack(src)(x.to(src.device)).cpu()
+        x_adv = craft(src, x.to(src.device)).cpu()
         for j, tgt in enumerate(targets.values()):
             _fill(matrix, i, j, _cell(tgt, x.to(tgt.device), x_adv.to(tgt.device)))
     return matrix

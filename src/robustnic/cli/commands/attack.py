@@ -21,6 +21,35 @@ from robustnic.codecs.options import STANDINS
 
 NAME = "attack"
 
+#: Defaults of the attack options shared by ``attack``, ``defend``, ``curves`` and ``transfer``
+#: (the fields of :class:`robustnic.attacks.AttackSettings`).
+SETTING_DEFAULTS = {"objective": "distortion", "reference": "clean", "metric": "mse", "standin": "none",
+                    "restarts": 1}
+BUDGET_HELP = ("psnr:DB, mse:TAU, linf:EPS (1/255 units) or l2:EPS, optionally with an L∞ cap: "
+               "psnr:40,linf:16")
+
+
+def add_attack_settings(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """The attack options every attacking command takes (one definition; ``skip``: those it defines itself)."""
+    options = {
+        "objective": dict(choices=list(OBJECTIVE_NAMES), help="what to maximise (default distortion)"),
+        "reference": dict(choices=list(REFERENCES),
+                          help="distortion objective: away from the clean reconstruction (paper) or the source"),
+        "metric": dict(choices=["mse", "ms-ssim"], help="distortion objective's metric (default mse)"),
+        "standin": dict(choices=list(STANDINS),
+                        help="quantisation stand-in during the attack (none = g_s(g_a(x)) as the paper)"),
+        "restarts": dict(type=int, help="independent runs per image, best kept (default 1)"),
+    }
+    for name, kwargs in options.items():
+        if name not in skip:
+            p.add_argument(f"--{name}", default=SETTING_DEFAULTS[name], **kwargs)  # type: ignore[arg-type]
+
+
+def changed_settings(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
+    """The shared attack options the user changed from their defaults (for grid specs: a default
+    is left out, so specs written before these options existed keep their job keys)."""
+    return {k: getattr(args, k) for k, v in SETTING_DEFAULTS.items() if k not in skip and getattr(args, k) != v}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -34,15 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", action="append", default=None, choices=[*ATTACK_NAMES, "all"],
                    help="attack method; repeatable; 'all' = every method (default: paper)")
     p.add_argument("--budget", "-b", action="append", default=None,
-                   help="input budget psnr:DB, mse:TAU, linf:EPS (1/255 units) or l2:EPS; repeatable (default psnr:40)")
+                   help=f"input budget {BUDGET_HELP}; repeatable (default psnr:40)")
     p.add_argument("--steps", type=int, default=None, help="iterations (default: the method's own, 100 for paper)")
-    p.add_argument("--objective", default="distortion", choices=list(OBJECTIVE_NAMES), help="what to maximise")
-    p.add_argument("--reference", default="clean", choices=list(REFERENCES),
-                   help="distortion objective: away from the clean reconstruction (paper) or the source")
-    p.add_argument("--metric", default="mse", choices=["mse", "ms-ssim"], help="distortion objective's metric")
-    p.add_argument("--standin", default="none", choices=list(STANDINS),
-                   help="quantisation stand-in during the attack (none = g_s(g_a(x)) as the paper)")
-    p.add_argument("--restarts", type=int, default=1, help="independent runs per image, best kept (default 1)")
+    add_attack_settings(p)
     p.add_argument("--target", default=None, help="targeted objective: the target image (same size after --crop)")
     p.add_argument("--mask", default=None,
                    help="targeted objective: region LEFT,TOP,RIGHT,BOTTOM in pixels (or a mask image file)")
@@ -56,28 +79,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _mask(spec: str | None, size: tuple[int, int]):
-    """A ``(1, 1, H, W)`` mask from ``LEFT,TOP,RIGHT,BOTTOM`` or an image file (non-black = inside)."""
-    import torch
-
-    from robustnic.data.images import load_image
-    from robustnic.errors import ImageError
-
-    if spec is None:
-        return None
-    parts = spec.split(",")
-    if len(parts) == 4 and all(p.strip().lstrip("-").isdigit() for p in parts):
-        left, top, right, bottom = (int(p) for p in parts)
-        h, w = size
-        if not (0 <= left < right <= w and 0 <= top < bottom <= h):
-            raise ImageError(f"mask rectangle {spec} does not lie inside the {w}x{h} images")
-        m = torch.zeros(1, 1, h, w)
-        m[..., top:bottom, left:right] = 1
-        return m
-    img = load_image(spec)
-    return (img.amax(1, keepdim=True) > 0).float()
-
-
 def _where(spec: str | None) -> str | None:
     """An image option as recorded in the run's settings: existing paths made absolute."""
     if spec is None or spec in ("bundled", "heldout") or not Path(spec).exists():
@@ -88,7 +89,7 @@ def _where(spec: str | None) -> str | None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from robustnic.attacks import ATTACKS, AttackRunDir, parse_budget, run_attacks
+    from robustnic.attacks import ATTACKS, AttackRunDir, parse_budget, parse_mask, run_attacks
     from robustnic.codecs import load_codec
     from robustnic.data.images import load_image
     from robustnic.data.photos import center_crop, load_photo_set
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.objective == "targeted":
         raise ImageError("--objective targeted needs --target IMAGE")
     first = next(iter(images.values()))
-    mask = _mask(args.mask, tuple(first.shape[-2:]))
+    mask = parse_mask(args.mask, tuple(first.shape[-2:]))
     settings = {"model": args.model, "codec": codec.name, "fingerprint": getattr(codec, "fingerprint", None),
                 "images": _where(args.images), "crop": args.crop, "max_pixels": args.max_pixels, "methods": methods,
                 "budgets": budgets, "steps": args.steps, "objective": args.objective, "reference": args.reference,

@@ -7,6 +7,7 @@ import json
 
 from robustnic.attacks.registry import REFERENCES
 from robustnic.cli.commands import help_of
+from robustnic.cli.commands.attack import BUDGET_HELP, add_attack_settings
 from robustnic.cli.common import add_device, add_images, add_model, add_seed
 
 
@@ -19,11 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model(p)
     p.add_argument("--defense", "-d", action="append", default=None, help="defense spec (repeatable; default ensemble)")
-    p.add_argument("--budget", "-b", action="append", default=None, help="budget(s), e.g. psnr:35 (default psnr:35)")
+    p.add_argument("--budget", "-b", action="append", default=None,
+                   help=f"budget(s): {BUDGET_HELP}; repeatable (default psnr:35)")
     p.add_argument("--method", default="paper", help="attack method (default paper)")
     p.add_argument("--steps", type=int, default=100, help="attack iterations (default 100)")
     p.add_argument("--reference", action="append", default=None, choices=list(REFERENCES),
                    help="distortion reference(s) of the attack, worst kept (default clean)")
+    add_attack_settings(p, skip=("reference",))
     p.add_argument("--out", "-o", default=None, help="write every verified row to this JSON file")
     add_images(p)
     add_seed(p)
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         defended = make_defense(codec, spec)
         for budget in args.budget or ["psnr:35"]:
             res = attack_defense(defended, x, method=args.method, references=tuple(args.reference or ["clean"]),
-                                 budget=budget, steps=args.steps, seed=args.seed)
+                                 budget=budget, steps=args.steps, seed=args.seed, restarts=args.restarts,
+                                 objective=args.objective, metric=args.metric, standin=args.standin)
             modes = sorted({r["attack-mode"] for r in res.rows})
             print(f"{spec:28s} {budget:10s} {res.mean('psnr-clean'):10.2f} {res.mean('psnr-out'):9.2f} "
                   f"{res.mean('psnr-drop'):7.2f} {res.mean('bpp-clean'):9.4f}  {', '.join(modes)}")
