@@ -119,15 +119,16 @@ def fmt(v: Any) -> str:
 def html_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], left: int = 1) -> str:
     """An HTML table; ``columns`` are (key, header); the first ``left`` columns are left-aligned.
 
-    A mean that fewer than all of its group's rows entered (a row of
-    :func:`robustnic.utils.tables.group_means` with ``n:KEY``) shows how many did, e.g. ``(2/3)``.
+    A mean that some but not all of its group's rows entered (a row of
+    :func:`robustnic.utils.tables.group_means` with ``n:KEY``) shows how many did, e.g. ``(2/3)``; a
+    mean none entered shows as –.
     """
     def cls(i: int) -> str:
         return ' class="l"' if i < left else ""
 
     def cell(r: dict[str, Any], k: str) -> str:
         text = fmt(r.get(k))
-        if f"n:{k}" in r and "n" in r:
+        if r.get(f"n:{k}") and "n" in r:
             text += (f' <small title="mean of {r[f"n:{k}"]} of {r["n"]} values: None, NaN and inf are left out">'
                      f'({r[f"n:{k}"]}/{r["n"]})</small>')
         return text

@@ -10,7 +10,6 @@ JPEG/WebP quality range and keeps the quality whose first-generation bpp is clos
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -21,6 +20,7 @@ from robustnic.codecs.base import Codec
 from robustnic.codecs.classical import ClassicalCodec
 from robustnic.data.images import check_image_tensor, quantize_8bit
 from robustnic.metrics import psnr
+from robustnic.utils.tables import finite_mean
 
 #: Generations at which the decoded image is kept by default (those past ``generations`` are dropped).
 DEFAULT_SNAPSHOTS = (1, 2, 5, 10, 20, 50)
@@ -102,8 +102,7 @@ def match_quality(
 
 
 def _mean(values) -> float:
-    got = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return sum(got) / len(got) if got else math.nan
+    return finite_mean(values)  # the rule of every robustnic table (None, NaN, inf left out)
 
 
 def recompression_series(rows: Iterable) -> list[dict[str, Any]]:
