@@ -381,3 +381,50 @@ def test_shift_is_a_uniform_brightness_change_that_fills_the_budget(budget, targ
             assert (d.abs() == 4).all()
         else:  # within a row's worth of the budget
             assert target_db <= psnr(x[i : i + 1], x_adv[i : i + 1]) < target_db + 0.05
+
+
+# ----- the one attack path: settings, adaptive = worst over the defense's attack modes ---------------
+def test_attack_and_verify_crafts_on_the_undefended_model_unless_adaptive(crops):
+    from robustnic.attacks import AttackSettings, attack_and_verify
+    from robustnic.defenses import make_defense
+
+    x = crops[0][:2]
+    codec = tiny_codec(seed=1)
+    defended = make_defense(codec, "bits:5")
+    settings = AttackSettings("pgd", "psnr:32", steps=3, seed=0)
+    plain = attack_and_verify(codec, x, settings)
+    assert set(plain.by_mode) == {"plain"} and "attack-mode" not in plain.rows[0]
+    assert torch.equal(plain.x_adv, settings.make(codec)(x).cpu())  # exactly the attack object's result
+    blind = attack_and_verify(defended, x, settings)
+    assert set(blind.by_mode) == {"undefended"} and torch.equal(blind.x_adv, plain.x_adv)
+    assert blind.rows[0]["bpp-adv"] == pytest.approx(defended.roundtrip(blind.x_adv[:1]).bpp)  # defended bytes
+    adaptive = attack_and_verify(defended, x, settings, adaptive=True)
+    assert set(adaptive.by_mode) == set(defended.attack_modes)
+    for i, row in enumerate(adaptive.rows):
+        outs = {m: rows[i]["psnr-out"] for m, rows in adaptive.by_mode.items()}
+        assert row["psnr-out"] == min(outs.values()) and outs[row["attack-mode"]] == row["psnr-out"]
+
+
+def test_adaptive_worst_follows_the_objective(crops):
+    from robustnic.attacks import AttackSettings, attack_and_verify
+    from robustnic.defenses import make_defense
+
+    defended = make_defense(tiny_codec(seed=2), "blur:0.8")
+    out = attack_and_verify(defended, crops[0][:2], AttackSettings("pgd", "psnr:30", steps=2, objective="rate"),
+                            adaptive=True)
+    for i, row in enumerate(out.rows):  # the rate attack that raised the real bitrate most is kept
+        assert row["bpp-adv"] == max(rows[i]["bpp-adv"] for rows in out.by_mode.values())
+
+
+def test_attack_settings_check_their_fields():
+    from robustnic.attacks import AttackSettings
+
+    s = AttackSettings("paper", "psnr:35,linf:16", restarts=2)
+    assert s.budget == PSNR(35, linf_cap=16) and s.as_dict()["budget"] == "psnr:35,linf:16"
+    assert s.replace(method="pgd").method == "pgd" and s.replace(method="pgd").budget == s.budget
+    for bad in ({"method": "nope"}, {"metric": "ssim"}, {"reference": "x"}, {"standin": "round"},
+                {"restarts": 0}, {"steps": 0}):
+        with pytest.raises(RobustnicError):
+            AttackSettings(**bad)
+    with pytest.raises(ImageError, match="target"):
+        AttackSettings(objective="targeted")

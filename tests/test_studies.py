@@ -185,3 +185,87 @@ def test_curve_points_average_the_same_images_at_every_budget():
         r.config["image"]["sha256"] = r.config["image"]["name"] * 8
     (curve,) = robustness_curves(rows)
     assert curve.points["psnr-out"] == [20.0, 25.0, 28.0] and curve.images == [1, 1, 1]
+
+
+# ----- the grid's attack kind: every option of the attack CLI, one attack path ------------------------
+GRID_YAML = f"""
+seed: 0
+crop: 192          # MS-SSIM needs more than 160 px a side
+images: ["bundled:astronaut"]
+study:
+  - kind: attack
+    models: ["{TINY}"]
+    attacks: ["pgd"]
+    budgets: ["psnr:35"]
+    steps: 2
+    restarts: 2
+    reference: source
+    metric: ms-ssim
+"""
+
+
+def test_a_grid_attack_study_takes_restarts_reference_and_metric(tmp_path):
+    from robustnic.studies import ResultStore
+    from robustnic.studies.grid import load_spec, run_spec
+
+    (tmp_path / "grid.yaml").write_text(GRID_YAML)
+    spec = load_spec(tmp_path / "grid.yaml")
+    (job,) = expand_spec(spec)
+    assert {k: job.config[k] for k in ("restarts", "reference", "metric")} == {
+        "restarts": 2, "reference": "source", "metric": "ms-ssim"}
+    summary = run_spec(spec, tmp_path / "s.sqlite", progress=False)
+    assert summary.done == 1 and not summary.failed
+    with ResultStore(tmp_path / "s.sqlite", readonly=True) as store:
+        (row,) = store.rows("attack")
+    assert row.config["restarts"] == 2 and row.result["budget-ok"] is True and row.result["psnr-in"] >= 35 - 1e-6
+    assert 0 < row.result["ms-ssim-out"] <= 1 and (row.result["width"], row.result["height"]) == (192, 192)
+    # the same settings through the attack CLI's path give the same numbers
+    from robustnic.attacks import run_attacks
+
+    x = load_ref(job.config["image"], 192)
+    (res,) = run_attacks(tiny_codec(seed=0), {"astronaut": x}, methods=["pgd"], budgets=["psnr:35"], steps=2,
+                         restarts=2, reference="source", metric="ms-ssim", seed=0)
+    assert res.row["psnr-out"] == pytest.approx(row.result["psnr-out"], abs=1e-9)
+    assert res.row["ms-ssim-out"] == pytest.approx(row.result["ms-ssim-out"], abs=1e-9)
+
+
+def test_attack_options_at_their_defaults_leave_job_configs_as_they_were():
+    plain = _one("attack", model=TINY, attack="paper", budget="psnr:38", steps=2)
+    assert set(plain) == {"kind", "model", "attack", "budget", "defense", "image", "objective", "standin", "steps",
+                          "adaptive", "seed", "crop"}  # the keys of configurations written before the options
+    spelled = {"kind": "attack", "model": TINY, "attack": "paper", "budget": "psnr:38", "steps": 2, "restarts": 1,
+               "reference": "clean", "metric": "mse"}
+    spec = {"seed": 0, "crop": 64, "images": ["bundled:astronaut"], "study": [spelled]}
+    (job,) = expand_spec(spec)
+    assert job.config == plain  # explicit defaults: the same configuration, so the same key
+    with pytest.raises(RobustnicError, match="unknown attack reference"):
+        _one("attack", model=TINY, attack="paper", budget="psnr:38", reference="elsewhere")
+    with pytest.raises(RobustnicError, match="restarts"):
+        _one("attack", model=TINY, attack="paper", budget="psnr:38", restarts=0)
+    with pytest.raises(RobustnicError, match="needs 'target'"):
+        _one("attack", model=TINY, attack="paper", budget="psnr:38", objective="targeted")
+    with pytest.raises(RobustnicError, match="cap"):
+        _one("attack", model=TINY, attack="paper", budget="psnr:38,linf:0")
+
+
+def test_a_grid_targeted_attack_fingerprints_its_target_and_keeps_a_mask_rectangle():
+    config = _one("attack", model=TINY, attack="pgd", budget="psnr:30,linf:8", steps=2, objective="targeted",
+                  target="bundled:coffee", mask="16,16,48,48")
+    assert config["target"]["name"] == "coffee" and len(config["target"]["sha256"]) == 64
+    assert config["mask"] == "16,16,48,48"
+    out = execute("attack", config)
+    assert out.result["budget-ok"] is True and math.isfinite(out.result["psnr-target"])
+    assert out.result["linf-in"] <= 8  # the budget's cap holds on the saved image
+
+
+def test_adaptive_grid_attack_keeps_the_worst_attack_mode():
+    config = _one("attack", model=TINY, attack="pgd", budget="psnr:32", steps=2, defense="bits:5", adaptive=True)
+    out = execute("attack", config)
+    assert out.result["attack-mode"] in ("bpda", "identity")
+    from robustnic.attacks import AttackSettings, attack_and_verify
+    from robustnic.studies.jobs import build_codec
+
+    both = attack_and_verify(build_codec(TINY, "bits:5", 0, "cpu"), load_ref(config["image"], 64),
+                             AttackSettings("pgd", "psnr:32", steps=2), adaptive=True)
+    assert set(both.by_mode) == {"bpda", "identity"}
+    assert out.result["psnr-out"] == pytest.approx(min(rows[0]["psnr-out"] for rows in both.by_mode.values()))
