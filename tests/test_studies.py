@@ -142,7 +142,7 @@ def test_attack_job_verifies_and_keeps_its_images():
     config = _one("attack", model=TINY, attack="paper", budget="psnr:38", steps=2, defense="ensemble", adaptive=True)
     out = execute("attack", config)
     assert out.result["budget-ok"] is True and out.result["psnr-in"] >= 38 - 1e-6
-    assert out.result["codec"].endswith("ensemble")
+    assert out.result["codec"].endswith("ensemble") and out.result["attack-mode"] in ("chosen", "eot", "identity")
     names = sorted(a.name for a in out.artifacts)
     assert names == ["adversarial.png", "reconstruction-adversarial.png", "reconstruction-clean.png", "source.png"]
     images = {a.name: png_tensor(a.data) for a in out.artifacts}
@@ -269,3 +269,19 @@ def test_adaptive_grid_attack_keeps_the_worst_attack_mode():
                              AttackSettings("pgd", "psnr:32", steps=2), adaptive=True)
     assert set(both.by_mode) == {"bpda", "identity"}
     assert out.result["psnr-out"] == pytest.approx(min(rows[0]["psnr-out"] for rows in both.by_mode.values()))
+
+
+def test_capped_budgets_make_their_own_curves_and_the_cli_reads_them():
+    from robustnic.cli.commands.curves import split_budgets
+
+    assert split_budgets("psnr:30,linf:16, psnr:40,linf:16") == ["psnr:30,linf:16", "psnr:40,linf:16"]
+    assert split_budgets("linf:1,linf:4") == ["linf:1", "linf:4"]
+    rows = [_row("psnr:30", "a", 20.0), _row("psnr:40", "a", 25.0), _row("psnr:30,linf:4", "a", 27.0),
+            _row("psnr:40,linf:4", "a", 28.0)]
+    free, capped = sorted(robustness_curves(rows), key=lambda c: "L∞" in c.label)
+    assert free.budget_specs == ["psnr:30", "psnr:40"] and free.points["psnr-out"] == [20.0, 25.0]
+    assert capped.budget_specs == ["psnr:30,linf:4", "psnr:40,linf:4"] and capped.points["psnr-out"] == [27.0, 28.0]
+    assert "L∞ ≤ 4/255" in capped.label and "L∞" not in free.label
+    rows.append(_row("psnr:30", "a", 10.0))
+    rows[-1].config["restarts"] = 2  # another attack setting: its own curve
+    assert len(robustness_curves(rows)) == 3
