@@ -10,6 +10,9 @@ Methods (:data:`ATTACKS`): ``paper`` (Chen & Ma's attack, improved default), ``p
 ``noise`` and ``shift`` (brightness) baselines. Budgets: :class:`PSNR`, :class:`MSE`, :class:`Linf` (1/255 units),
 :class:`L2`, or :func:`parse_budget` (``"psnr:40"``). Several budgets in one call:
 ``atk.sweep([PSNR(30), PSNR(35), PSNR(40)], x)`` -> ``{"psnr:30": x_adv, ...}``.
+
+Each method registers itself where it is defined (``@register_attack("fgsm")`` on its class, see
+:mod:`robustnic.attacks.registry`); a new attack is one new module (``docs/contributing.md``).
 """
 
 from robustnic._lazy import lazy_exports
@@ -17,8 +20,7 @@ from robustnic._lazy import lazy_exports
 # Imported from the submodules on first use: ``import robustnic.attacks.registry`` (the CLI's option
 # choices) does not import torch.
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "robustnic.attacks.registry": ("BASELINES",),
-    "robustnic.attacks.methods": ("ATTACKS", "make_attack"),
+    "robustnic.attacks.registry": ("ATTACKS", "BASELINES", "make_attack", "register_attack"),
     "robustnic.attacks.base": ("Attack", "BestIterate", "sweep_budgets"),
     "robustnic.attacks.budget": ("BUDGETS", "L2", "MSE", "PSNR", "Budget", "Linf", "parse_budget"),
     "robustnic.attacks.cw": ("CW",),

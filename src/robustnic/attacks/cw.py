@@ -7,8 +7,10 @@ import math
 import torch
 
 from robustnic.attacks.base import Attack, BestIterate
+from robustnic.attacks.registry import register_attack
 
 
+@register_attack("cw")
 class CW(Attack):
     r"""A penalty attack after Carlini & Wagner, 'Towards Evaluating the Robustness of Neural
     Networks' (IEEE S&P 2017) [https://arxiv.org/abs/1608.04644], on the codec's objective.
@@ -34,8 +36,6 @@ class CW(Attack):
         >>> atk = CW(codec, budget=PSNR(35), c=10, steps=100)
         >>> x_adv = atk(x)
     """
-
-    name = "cw"
 
     def __init__(self, codec, steps: int = 100, c: float = 10.0, lr: float = 0.5, **kwargs):
         super().__init__(codec, steps=steps, **kwargs)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from robustnic.attacks.base import Attack
+from robustnic.attacks.registry import register_attack
 
 
+@register_attack("fgsm")
 class FGSM(Attack):
     r"""FGSM in the paper 'Explaining and Harnessing Adversarial Examples' (Goodfellow et al., ICLR
     2015) [https://arxiv.org/abs/1412.6572], on the codec's objective.
@@ -26,8 +28,6 @@ class FGSM(Attack):
         >>> atk = FGSM(codec, budget=Linf(8))
         >>> x_adv = atk(x)
     """
-
-    name = "fgsm"
 
     def __init__(self, codec, **kwargs):
         kwargs["steps"] = 1

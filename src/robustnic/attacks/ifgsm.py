@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from robustnic.attacks.pgd import PGD
+from robustnic.attacks.registry import register_attack
 
 
+@register_attack("ifgsm")
 class IFGSM(PGD):
     r"""I-FGSM (BIM) in the paper 'Adversarial Examples in the Physical World' (Kurakin et al.,
     ICLR workshop 2017) [https://arxiv.org/abs/1607.02533], on the codec's objective.
@@ -25,8 +27,6 @@ class IFGSM(PGD):
         >>> atk = IFGSM(codec, budget=Linf(4), steps=20)
         >>> x_adv = atk(x)
     """
-
-    name = "ifgsm"
 
     def __init__(self, codec, steps: int = 100, alpha: float | None = None, **kwargs):
         super().__init__(codec, steps=steps, alpha=alpha, random_start=False, **kwargs)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from robustnic.attacks.base import Attack, BestIterate
+from robustnic.attacks.registry import register_attack
 
 
+@register_attack("mifgsm")
 class MIFGSM(Attack):
     r"""MI-FGSM in the paper 'Boosting Adversarial Attacks with Momentum' (Dong et al., CVPR 2018)
     [https://arxiv.org/abs/1710.06081], on the codec's objective.
@@ -28,8 +30,6 @@ class MIFGSM(Attack):
         >>> atk = MIFGSM(codec, budget=Linf(8), steps=20)
         >>> x_adv = atk(x)
     """
-
-    name = "mifgsm"
 
     def __init__(self, codec, steps: int = 100, alpha: float | None = None, decay: float = 1.0, **kwargs):
         super().__init__(codec, steps=steps, **kwargs)

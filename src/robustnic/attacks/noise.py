@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 
 from robustnic.attacks.base import Attack
+from robustnic.attacks.registry import register_attack
 
 
+@register_attack("noise")
 class NoiseAttack(Attack):
     r"""Random noise of the same budget as the attacks (Chen & Ma's baseline: noise of the same MSE
     hurts almost nothing, adversarial perturbations of that MSE do).
@@ -30,8 +32,6 @@ class NoiseAttack(Attack):
         >>> atk = NoiseAttack(codec, budget=PSNR(40), seed=0)
         >>> x_noisy = atk(x)
     """
-
-    name = "noise"
 
     def __init__(self, codec, distribution: str = "uniform", **kwargs):
         if distribution not in ("uniform", "gaussian"):

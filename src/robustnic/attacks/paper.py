@@ -7,9 +7,11 @@ import math
 import torch
 
 from robustnic.attacks.base import Attack, BestIterate
+from robustnic.attacks.registry import register_attack
 from robustnic.data.images import quantize_8bit
 
 
+@register_attack("paper")
 class PaperAttack(Attack):
     r"""The distortion-constrained attack of Chen & Ma, "Toward Robust Neural Image Compression:
     Adversarial Attack and Model Finetuning" (IEEE TCSVT 2023), improved (see
@@ -45,8 +47,6 @@ class PaperAttack(Attack):
         >>> atk = PaperAttack(codec, budget=PSNR(35), steps=100)
         >>> x_adv = atk(x)
     """
-
-    name = "paper"
 
     def __init__(self, codec, steps: int = 100, alpha: float = 0.2, check_every: int = 10, **kwargs):
         super().__init__(codec, steps=steps, **kwargs)

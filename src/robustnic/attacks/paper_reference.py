@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from robustnic.attacks.base import Attack
+from robustnic.attacks.registry import register_attack
 
 
 def _bounded(v: torch.Tensor, lo, hi, grad: torch.Tensor) -> torch.Tensor:
@@ -14,6 +15,7 @@ def _bounded(v: torch.Tensor, lo, hi, grad: torch.Tensor) -> torch.Tensor:
     return grad * keep
 
 
+@register_attack("paper-reference")
 class PaperReferenceAttack(Attack):
     r"""Untargeted attack of Chen & Ma, "Toward Robust Neural Image Compression: Adversarial Attack
     and Model Finetuning" (IEEE TCSVT 2023, arXiv 2112.08691), reproduced faithfully.
@@ -42,8 +44,6 @@ class PaperReferenceAttack(Attack):
         >>> atk = PaperReferenceAttack(codec, budget=PSNR(40))
         >>> x_adv = atk(x)
     """
-
-    name = "paper-reference"
 
     def __init__(self, codec, steps: int = 1001, lr: float = 0.01, gamma: float = 0.33, **kwargs):
         super().__init__(codec, steps=steps, **kwargs)

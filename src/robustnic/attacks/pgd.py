@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from robustnic.attacks.base import Attack, BestIterate
+from robustnic.attacks.registry import register_attack
 
 
+@register_attack("pgd")
 class PGD(Attack):
     r"""PGD in the paper 'Towards Deep Learning Models Resistant to Adversarial Attacks' (Madry et
     al., ICLR 2018) [https://arxiv.org/abs/1706.06083], on the codec's objective.
@@ -29,8 +31,6 @@ class PGD(Attack):
         >>> atk = PGD(codec, budget=PSNR(35), steps=100, standin="ste")
         >>> x_adv = atk(x)
     """
-
-    name = "pgd"
 
     def __init__(self, codec, steps: int = 100, alpha: float | None = None, random_start: bool = True, **kwargs):
         super().__init__(codec, steps=steps, **kwargs)

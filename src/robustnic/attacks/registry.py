@@ -1,30 +1,59 @@
-"""The names of attack methods and objectives, importable without torch.
+"""Attack methods by name, registered where each is defined, and the names the CLI lists without torch.
 
-This is the one table of attack methods: :data:`robustnic.attacks.ATTACKS` is built from it (each
-class imported on first use, its ``name`` checked against its key), and the CLI takes its option
-choices from it without importing torch.
+Each attack class carries its registration::
+
+    @register_attack("fgsm")
+    class FGSM(Attack): ...
+
+:func:`make_attack` and :data:`ATTACKS` read that registry; the modules of :mod:`robustnic.attacks`
+are imported on the first lookup, so a new attack is one new module there (or any imported module
+of your own). :data:`ATTACK_NAMES` is the same list as plain strings for the command line's
+choices (``robustnic attack --help`` imports no torch); a test checks that it equals the registry.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-#: Attack method name -> ``"module:Class"``.
-ATTACK_CLASSES: dict[str, str] = {
-    "paper": "robustnic.attacks.paper:PaperAttack",
-    "paper-reference": "robustnic.attacks.paper_reference:PaperReferenceAttack",
-    "fgsm": "robustnic.attacks.fgsm:FGSM",
-    "ifgsm": "robustnic.attacks.ifgsm:IFGSM",
-    "pgd": "robustnic.attacks.pgd:PGD",
-    "mifgsm": "robustnic.attacks.mifgsm:MIFGSM",
-    "cw": "robustnic.attacks.cw:CW",
-    "noise": "robustnic.attacks.noise:NoiseAttack",
-    "shift": "robustnic.attacks.shift:ShiftAttack",
-}
-#: Attack method names, in the order of :data:`ATTACK_CLASSES`.
-ATTACK_NAMES: tuple[str, ...] = tuple(ATTACK_CLASSES)
+from robustnic.utils.registry import Registry
+
+if TYPE_CHECKING:
+    from robustnic.attacks.base import Attack
+    from robustnic.codecs.base import Codec
+
+#: The built-in attack methods, in the order listings show them (torch-free; equals the registry).
+ATTACK_NAMES: tuple[str, ...] = ("paper", "paper-reference", "fgsm", "ifgsm", "pgd", "mifgsm", "cw", "noise", "shift")
 #: Methods that do not query the codec: references beside the attacks, not attacks.
 BASELINES = ("noise", "shift")
+
+#: The attack classes by name, filled by :func:`register_attack` (a read-only mapping; the modules of
+#: :mod:`robustnic.attacks` are imported when it is first read).
+ATTACKS: Registry[type[Attack]] = Registry("attack", package="robustnic.attacks", order=ATTACK_NAMES)
+
+
+def register_attack(name: str) -> Callable[[type[Attack]], type[Attack]]:
+    """Class decorator: register an :class:`~robustnic.attacks.base.Attack` subclass as method ``name``
+    (which becomes its ``name`` attribute)."""
+    add = ATTACKS.register(name)
+
+    def decorate(cls: type[Attack]) -> type[Attack]:
+        cls.name = name
+        return add(cls)
+
+    return decorate
+
+
+def make_attack(method: str, codec: Codec, **kwargs: Any) -> Attack:
+    """An attack by name (see :data:`ATTACKS`); ``kwargs`` go to its constructor.
+
+    ``steps=None`` keeps the method's own default (e.g. 1001 for ``paper-reference``).
+    """
+    cls = ATTACKS.lookup(method)
+    if kwargs.get("steps", 0) is None:
+        kwargs.pop("steps")
+    return cls(codec, **kwargs)
+
 
 #: Objective name -> ``"module:Class"`` (see :mod:`robustnic.attacks.objectives`).
 OBJECTIVE_CLASSES: dict[str, str] = {
@@ -38,7 +67,7 @@ OBJECTIVE_NAMES: tuple[str, ...] = tuple(OBJECTIVE_CLASSES)
 REFERENCES = ("clean", "source")
 
 
-def load_classes(table: dict[str, str]) -> dict[str, type]:
+def load_classes(table: Mapping[str, str]) -> dict[str, type]:
     """Import every ``"module:Class"`` of ``table``; each class's ``name`` must be its key."""
     out: dict[str, type] = {}
     for name, path in table.items():
@@ -48,3 +77,7 @@ def load_classes(table: dict[str, str]) -> dict[str, type]:
             raise RuntimeError(f"registry entry {name!r} points at {path} whose name is {cls.name!r}")
         out[name] = cls
     return out
+
+
+__all__ = ["ATTACKS", "ATTACK_NAMES", "BASELINES", "OBJECTIVE_CLASSES", "OBJECTIVE_NAMES",
+           "REFERENCES", "load_classes", "make_attack", "register_attack"]

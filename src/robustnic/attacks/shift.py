@@ -7,8 +7,10 @@ import math
 import torch
 
 from robustnic.attacks.base import Attack
+from robustnic.attacks.registry import register_attack
 
 
+@register_attack("shift")
 class ShiftAttack(Attack):
     r"""Shift every value of the image by the same amount, as far as the budget allows.
 
@@ -35,8 +37,6 @@ class ShiftAttack(Attack):
         >>> atk = ShiftAttack(codec, budget=PSNR(30))
         >>> x_shifted = atk(x)   # 8/255 brighter (or darker)
     """
-
-    name = "shift"
 
     def __init__(self, codec, **kwargs):
         kwargs["steps"] = 1

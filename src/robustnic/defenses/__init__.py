@@ -14,11 +14,13 @@ Because a defended codec is a ``Codec``, every attack of :mod:`robustnic.attacks
     ensemble:chosen          ... attacked through the transform the encoder would pick
     jpeg:q90  blur:0.8  bits:5  resize:0.75  noise:2      purification
     jpeg:q90+ensemble        purify, then self-ensemble
+
+Each prefix is registered where its class is defined (``@register_defense``, ``@register_purifier``;
+see :mod:`robustnic.defenses.registry`): a new defense is one new module (``docs/contributing.md``).
 """
 
 from __future__ import annotations
 
-from robustnic.codecs.base import Codec
 from robustnic.defenses.base import DefendedCodec
 from robustnic.defenses.ensemble import (
     ATTACK_MODES,
@@ -27,6 +29,7 @@ from robustnic.defenses.ensemble import (
     EnsembleChoice,
     SelfEnsembleCodec,
     forward_transforms,
+    parse_ensemble,
     transform_groups,
 )
 from robustnic.defenses.evaluate import DefenseAttack, attack_defense
@@ -36,52 +39,13 @@ from robustnic.defenses.purification import (
     PurifiedCodec,
     Purifier,
     parse_purifier,
+    register_purifier,
 )
-from robustnic.errors import RobustnicError
-
-
-def parse_ensemble(spec: str) -> dict:
-    """Keyword arguments of :class:`SelfEnsembleCodec` from ``ensemble[:rd][:proxy][:topK][:MODE]``."""
-    kwargs: dict = {}
-    for part in spec.lower().split(":")[1:]:
-        if part in CRITERIA:
-            kwargs["criterion"] = part
-        elif part in SEARCHES:
-            kwargs["search"] = part
-        elif part in ATTACK_MODES:
-            kwargs["attack_mode"] = part
-        elif part.startswith("top") and part[3:].isdigit():
-            kwargs["top_k"] = int(part[3:])
-        else:
-            raise RobustnicError(
-                f"cannot understand {part!r} in {spec!r}: use ensemble[:{'|'.join(CRITERIA)}]"
-                f"[:{'|'.join(SEARCHES)}][:topK][:{'|'.join(ATTACK_MODES)}]"
-            )
-    return kwargs
-
-
-def make_defense(codec: Codec, spec: str) -> Codec:
-    """Wrap ``codec`` with the defenses of ``spec`` (see the module docstring); ``none`` returns it.
-
-    ``A+B`` applies A to the image first, then B (``jpeg:q90+ensemble``: purify, then ensemble).
-    """
-    spec = spec.strip()
-    if spec.lower() in ("", "none", "vanilla"):
-        return codec
-    for part in reversed(spec.split("+")):
-        part = part.strip()
-        if part.lower().split(":")[0] in ("ensemble", "self-ensemble"):
-            try:
-                codec = SelfEnsembleCodec(codec, **parse_ensemble(part))
-            except ValueError as exc:
-                raise RobustnicError(str(exc)) from None
-        else:
-            codec = PurifiedCodec(codec, part)
-    return codec
-
+from robustnic.defenses.registry import DEFENSES, make_defense, register_defense
 
 __all__ = [
     "ATTACK_MODES",
+    "DEFENSES",
     "DefenseAttack",
     "attack_defense",
     "CRITERIA",
@@ -97,5 +61,7 @@ __all__ = [
     "make_defense",
     "parse_ensemble",
     "parse_purifier",
+    "register_defense",
+    "register_purifier",
     "transform_groups",
 ]

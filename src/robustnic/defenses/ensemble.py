@@ -54,6 +54,8 @@ from robustnic.codecs.zoo import read_manifest
 from robustnic.codecs.transforms import NUM_TRANSFORMS, apply_transform, inverse_transform
 from robustnic.data.images import check_image_tensor
 from robustnic.defenses.base import DefendedCodec
+from robustnic.defenses.registry import register_defense
+from robustnic.errors import RobustnicError
 from robustnic.metrics import estimated_bits
 
 CRITERIA = ("distortion", "rd")
@@ -115,6 +117,26 @@ def proxy_tiles(size: tuple[int, int], tile: int, fraction: float) -> list[tuple
     return [grid[int(i)] for i in order]
 
 
+def parse_ensemble(spec: str) -> dict:
+    """Keyword arguments of :class:`SelfEnsembleCodec` from ``ensemble[:rd][:proxy][:topK][:MODE]``."""
+    kwargs: dict = {}
+    for part in spec.lower().split(":")[1:]:
+        if part in CRITERIA:
+            kwargs["criterion"] = part
+        elif part in SEARCHES:
+            kwargs["search"] = part
+        elif part in ATTACK_MODES:
+            kwargs["attack_mode"] = part
+        elif part.startswith("top") and part[3:].isdigit():
+            kwargs["top_k"] = int(part[3:])
+        else:
+            raise RobustnicError(
+                f"cannot understand {part!r} in {spec!r}: use ensemble[:{'|'.join(CRITERIA)}]"
+                f"[:{'|'.join(SEARCHES)}][:topK][:{'|'.join(ATTACK_MODES)}]"
+            )
+    return kwargs
+
+
 @dataclass
 class EnsembleChoice:
     """What the encoder decided for one image."""
@@ -130,6 +152,7 @@ class EnsembleChoice:
     proxy_costs: list[float] | None = None
 
 
+@register_defense("ensemble", "self-ensemble")
 class SelfEnsembleCodec(DefendedCodec):
     """Wrap ``codec`` with the geometric self-ensemble (see the module docstring).
 
@@ -151,6 +174,14 @@ class SelfEnsembleCodec(DefendedCodec):
 
     defense = "ensemble"
     attack_modes = ATTACK_MODES
+
+    @classmethod
+    def from_spec(cls, codec: Codec, value: str) -> SelfEnsembleCodec:
+        """The defense ``ensemble[:VALUE]`` (see :func:`parse_ensemble`) around ``codec``."""
+        try:
+            return cls(codec, **parse_ensemble(f"ensemble:{value}" if value else "ensemble"))
+        except ValueError as exc:
+            raise RobustnicError(str(exc)) from None
 
     def __init__(
         self,

@@ -12,13 +12,16 @@ A non-differentiable step (JPEG, bit-depth rounding) passes gradients straight t
 Athalye et al., ICML 2018), so an attack that knows the purifier can still go through it.
 
 Specs (:func:`parse_purifier`): ``jpeg:q90``, ``blur:1.0`` (σ in pixels), ``bits:5``,
-``resize:0.5`` (down-up scale), ``noise:2`` (Gaussian σ in 8-bit steps).
+``resize:0.5`` (down-up scale), ``noise:2`` (Gaussian σ in 8-bit steps). Each purifier registers
+itself (``@register_purifier("blur")``) and reads its own value (:meth:`Purifier.parse`); it is then
+also a defense of :func:`robustnic.defenses.make_defense` under the same prefix.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from typing import Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +30,9 @@ from robustnic.codecs.base import Codec, CodecOutput
 from robustnic.codecs.classical import ClassicalCodec
 from robustnic.data.images import check_image_tensor, to_uint8
 from robustnic.defenses.base import DefendedCodec
+from robustnic.defenses.registry import register_defense
 from robustnic.errors import RobustnicError
+from robustnic.utils.registry import Registry
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -45,7 +50,7 @@ class _StraightThrough(torch.autograd.Function):
 class Purifier(ABC):
     """An image-to-image transform applied before coding: ``(B, 3, H, W) -> (B, 3, H, W)`` in [0, 1]."""
 
-    #: Spec name (``jpeg``, ``blur`` ...).
+    #: Spec name (``jpeg``, ``blur`` ...), set by :func:`register_purifier`.
     kind: str = ""
     #: Whether :meth:`purify` has true gradients; otherwise :meth:`__call__` passes them straight through.
     differentiable: bool = True
@@ -58,6 +63,28 @@ class Purifier(ABC):
     @abstractmethod
     def value(self) -> float:
         """The purifier's one parameter, as written in its spec."""
+
+    @classmethod
+    def parse(cls, value: str) -> Purifier:
+        """The purifier that ``value`` (the spec after ``kind:``; empty: the defaults) names. This
+        reads one number; a purifier whose value is written otherwise overrides it."""
+        return cls(cls.read_number(value)) if value else cls()
+
+    @classmethod
+    def read_number(cls, value: str, integer: bool = False) -> float:
+        """``value`` as a number (an integer if ``integer``), or :class:`RobustnicError` naming the spec."""
+        try:
+            number = float(value)
+        except ValueError:
+            raise RobustnicError(f"cannot read the value of purifier {cls.kind}:{value}") from None
+        if integer and not number.is_integer():
+            raise RobustnicError(f"purifier {cls.kind}:{value} takes an integer")
+        return int(number) if integer else number
+
+    @classmethod
+    def from_spec(cls, codec: Codec, value: str) -> PurifiedCodec:
+        """The defense ``kind:value``: ``codec`` behind this purifier (see :func:`robustnic.defenses.make_defense`)."""
+        return PurifiedCodec(codec, cls.parse(value))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Purify ``x``; gradients flow through, straight-through where :meth:`purify` has none."""
@@ -75,14 +102,41 @@ class Purifier(ABC):
         return f"{type(self).__name__}({self.value:g})"
 
 
+#: Purifiers by spec name, registered by :func:`register_purifier` (a read-only mapping; the modules
+#: of :mod:`robustnic.defenses` are imported when it is first read).
+PURIFIERS: Registry[type[Purifier]] = Registry("purifier", package="robustnic.defenses")
+
+P = TypeVar("P", bound=type[Purifier])
+
+
+def register_purifier(kind: str) -> Callable[[P], P]:
+    """Class decorator: register a :class:`Purifier` as ``kind`` (its spec prefix, which becomes its
+    ``kind`` attribute), as a purifier and as the defense ``kind:value``."""
+    kind = kind.lower()
+
+    def decorate(cls: P) -> P:
+        cls.kind = kind
+        PURIFIERS.register(kind)(cls)
+        return register_defense(kind)(cls)
+
+    return decorate
+
+
+@register_purifier("jpeg")
 class JpegPurifier(Purifier):
     """Re-encode with JPEG at ``quality`` (Pillow, 4:2:0), straight-through gradient (Dziugaite et al. 2016)."""
 
-    kind = "jpeg"
     differentiable = False
 
     def __init__(self, quality: int = 90):
+        if not 0 <= quality <= 100:
+            raise RobustnicError(f"JPEG quality must be in 0..100, got {quality}")
         self.jpeg = ClassicalCodec("jpeg", int(quality))
+
+    @classmethod
+    def parse(cls, value: str) -> Purifier:
+        """``q90`` or ``90``: the JPEG quality."""
+        return cls(cls.read_number(value.removeprefix("q"), integer=True)) if value else cls()
 
     @property
     def value(self) -> float:
@@ -96,10 +150,9 @@ class JpegPurifier(Purifier):
         return torch.cat([self.jpeg.decode_bytes(self.jpeg.encode_array(to_uint8(xi))) for xi in x]).to(x)
 
 
+@register_purifier("blur")
 class BlurPurifier(Purifier):
     """Gaussian blur of standard deviation ``sigma`` pixels, reflect padding (Li & Li, ICCV 2017)."""
-
-    kind = "blur"
 
     def __init__(self, sigma: float = 1.0):
         if not sigma > 0:
@@ -123,10 +176,10 @@ class BlurPurifier(Purifier):
         return F.conv2d(x, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
 
 
+@register_purifier("bits")
 class BitDepthPurifier(Purifier):
     """Reduce each colour channel to ``bits`` bits ("feature squeezing", Xu et al., NDSS 2018)."""
 
-    kind = "bits"
     differentiable = False
 
     def __init__(self, bits: int = 5):
@@ -138,15 +191,18 @@ class BitDepthPurifier(Purifier):
     def value(self) -> float:
         return self.bits
 
+    @classmethod
+    def parse(cls, value: str) -> Purifier:
+        return cls(cls.read_number(value, integer=True)) if value else cls()
+
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         levels = 2**self.bits - 1
         return torch.round(x.clamp(0, 1) * levels) / levels
 
 
+@register_purifier("resize")
 class ResizePurifier(Purifier):
     """Downscale by ``scale`` then upscale back, bilinear with antialiasing (Guo et al. / Xie et al. 2018)."""
-
-    kind = "resize"
 
     def __init__(self, scale: float = 0.5):
         if not 0 < scale < 1:
@@ -164,14 +220,13 @@ class ResizePurifier(Purifier):
         return F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)
 
 
+@register_purifier("noise")
 class NoisePurifier(Purifier):
     """Add Gaussian noise of standard deviation ``sigma`` (in 8-bit steps), then clip to [0, 1].
 
     The noise comes from the purifier's own generator (seeded once), so a run is reproducible
     while every call still draws fresh noise (an attack through it is an expectation over draws).
     """
-
-    kind = "noise"
 
     def __init__(self, sigma: float = 2.0, seed: int = 0):
         if not sigma > 0:
@@ -188,35 +243,17 @@ class NoisePurifier(Purifier):
         return x + noise * (self.sigma / 255.0)
 
 
-#: Purifiers by spec name.
-PURIFIERS: dict[str, type[Purifier]] = {
-    p.kind: p for p in (JpegPurifier, BlurPurifier, BitDepthPurifier, ResizePurifier, NoisePurifier)
-}
 #: The settings the benchmarks compare (mild enough to keep clean quality usable).
 DEFAULT_PURIFIERS = ("jpeg:q90", "blur:0.8", "bits:5", "resize:0.75", "noise:2")
 
 
 def parse_purifier(spec: str | Purifier) -> Purifier:
-    """``"jpeg:q90"``, ``"blur:1.0"``, ``"bits:5"``, ``"resize:0.5"`` or ``"noise:2"`` -> a :class:`Purifier`."""
+    """``"jpeg:q90"``, ``"blur:1.0"``, ``"bits:5"``, ``"resize:0.5"``, ``"noise:2"`` (or any registered
+    purifier's ``kind:value``) -> a :class:`Purifier`."""
     if isinstance(spec, Purifier):
         return spec
     kind, _, value = str(spec).strip().lower().partition(":")
-    if kind not in PURIFIERS:
-        raise RobustnicError(f"unknown purifier {spec!r}; choose from {', '.join(PURIFIERS)} (e.g. jpeg:q90)")
-    cls = PURIFIERS[kind]
-    if not value:
-        return cls()
-    try:
-        number = float(value[1:] if kind == "jpeg" and value.startswith("q") else value)
-    except ValueError:
-        raise RobustnicError(f"cannot read the value of purifier {spec!r}") from None
-    if kind in ("jpeg", "bits"):
-        if number != int(number):
-            raise RobustnicError(f"purifier {spec!r} takes an integer")
-        number = int(number)
-    if kind == "jpeg" and not 0 <= number <= 100:
-        raise RobustnicError(f"JPEG quality must be in 0..100, got {number}")
-    return cls(number)
+    return PURIFIERS.lookup(kind).parse(value.strip())
 
 
 class PurifiedCodec(DefendedCodec):
