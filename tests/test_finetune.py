@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustnic.attacks import MSE, PSNR, Linf
+from robustnic.attacks import MSE, PSNR, Linf, make_attack, verify_attack
 from robustnic.cli.main import main
 from robustnic.codecs import load_codec
 from robustnic.codecs.architectures import get_architecture
 from robustnic.codecs.checkpoint import read_state_dict, save_checkpoint
 from robustnic.codecs.learned import is_updated
 from robustnic.data.images import save_image
-from robustnic.data.photos import bundled_photos
+from robustnic.data.photos import bundled_photos, training_photo_paths
 from robustnic.training.finetune import AdversarialPerturb, FinetuneConfig, FinetuneTrainer, finetune, ramped_budget
 from robustnic.errors import RobustnicError
+from robustnic.training.data import PatchSampler
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,38 @@ def test_cli_finetune(tiny_checkpoint, tmp_path, capsys):
     assert '"sha256"' in capsys.readouterr().out
     assert main(args[:-2] + ["--budget", "psnr:abc", "--out", str(tmp_path / "bad")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def _attack_damage(codec, x: torch.Tensor) -> tuple[float, float]:
+    """Mean damage of a seeded 20-step ``paper`` attack at psnr:30 (clean-reconstruction PSNR minus
+    attacked-reconstruction PSNR, both decoded from real bitstreams) and the mean clean PSNR."""
+    atk = make_attack("paper", codec, budget=PSNR(30), steps=20, seed=0)
+    rows = verify_attack(codec, x, atk(x), budget=atk.budget)
+    assert all(r["budget-ok"] for r in rows)
+    return sum(r["psnr-drop"] for r in rows) / len(rows), sum(r["psnr-clean"] for r in rows) / len(rows)
+
+
+def test_adversarial_finetuning_reduces_the_attack_damage(tmp_path):
+    """40 steps of PGD-1 fine-tuning of the smallest shipped model against psnr:30 cut the damage of a
+    stronger attack at the same budget (measured: 1.93 -> 1.08 dB on these crops) at a small clean
+    cost (-0.9 dB); the same 40 steps on clean patches only do not (measured: 2.21 dB)."""
+    x = torch.cat(list(bundled_photos(["astronaut", "coffee", "chelsea", "china"], crop=64).values()))
+    sources = [str(p) for p in training_photo_paths(include_mate=False)]  # never the held-out photos
+
+    def finetuned(adv_fraction: float):
+        cfg = FinetuneConfig(model="hyperprior-small:q3", steps=40, batch_size=4, patch_size=64, lr=1e-4, lr_drops=[],
+                             attack="pgd", attack_steps=1, budget="psnr:30", ramp_steps=0, adv_fraction=adv_fraction,
+                             threads=1, seed=0)
+        trainer = FinetuneTrainer(cfg, tmp_path / f"adv{adv_fraction}", sampler=PatchSampler(sources, 64, scales=(256,)),
+                                  val_images={"v": x[:1]}, progress=False)
+        for _ in range(cfg.steps):
+            trainer.train_step()
+        trainer.save()
+        return load_codec(str(trainer.checkpoint_path))
+
+    vanilla, vanilla_clean = _attack_damage(load_codec("hyperprior-small:q3"), x)
+    robust, robust_clean = _attack_damage(finetuned(0.5), x)
+    assert robust < vanilla - 0.5, (vanilla, robust)
+    assert robust_clean > vanilla_clean - 1.5, (vanilla_clean, robust_clean)  # not by wrecking the codec
+    clean_only, _ = _attack_damage(finetuned(0.0), x)
+    assert clean_only > vanilla - 0.5, (vanilla, clean_only)  # the adversarial patches do it, not any fine-tuning
