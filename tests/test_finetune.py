@@ -122,6 +122,36 @@ def test_cli_finetune(tiny_checkpoint, tmp_path, capsys):
     assert "error" in capsys.readouterr().err
 
 
+def test_finetune_options_and_recorded_commands_come_from_the_config():
+    """Every FinetuneConfig field has an option with help and default; a config survives the command line,
+    and the command recorded for a shipped robust model reproduces its settings."""
+    import dataclasses
+    import shlex
+
+    from robustnic.cli.common import config_from_args
+    from robustnic.cli.main import build_parser
+    from robustnic.training.config import cli_arguments, cli_options
+    from robustnic.training.robust import finetune_command
+
+    parser = build_parser(["finetune"])
+    sub = next(a for a in parser._actions if a.dest == "command").choices["finetune"]
+    actions = {a.dest: a for a in sub._actions}
+    assert all("(default: " in actions[o.dest].help for o in cli_options(FinetuneConfig))
+    assert config_from_args(FinetuneConfig, sub.parse_args(["--out", "x"])) == FinetuneConfig()
+    cfg = FinetuneConfig(model="a.pth.tar", steps=9, lr_drops=[(0.5, 0.1), (0.9, 0.5)], lmbda=0.02, attack="ifgsm",
+                         attack_steps=3, budget="linf:4", ramp_steps=7, adv_fraction=0.25, standin="ste",
+                         attack_reference="clean", target="input", val_every=5, val_photos=["astronaut"], val_crop=64,
+                         val_attack="pgd", val_attack_steps=4, checkpoint_every=6, threads=2, batch_size=3,
+                         patch_size=192, lr=3e-4, aux_lr=2e-3, clip_max_norm=0.5, seed=8, images=["d 1", "d2"],
+                         max_pixels=99)
+    default = FinetuneConfig()
+    assert all(getattr(cfg, f.name) != getattr(default, f.name) for f in dataclasses.fields(cfg))  # all covered
+    assert config_from_args(FinetuneConfig, sub.parse_args(cli_arguments(cfg) + ["-o", "x"])) == cfg
+    args = build_parser(["finetune"]).parse_args(shlex.split(finetune_command(cfg, "runs/r 1", export="m.pt"))[1:])
+    assert (args.out, args.export) == ("runs/r 1", "m.pt")
+    assert config_from_args(FinetuneConfig, args).settings() == cfg.settings()
+
+
 def _attack_damage(codec, x: torch.Tensor) -> tuple[float, float]:
     """Mean damage of a seeded 20-step ``paper`` attack at psnr:30 (clean-reconstruction PSNR minus
     attacked-reconstruction PSNR, both decoded from real bitstreams) and the mean clean PSNR."""

@@ -42,6 +42,30 @@ def test_loss_falls_and_validation_uses_real_bitstreams(train_folder, val_images
     assert val["bpp"] > 0 and 5 < val["psnr-rgb"] < 60
 
 
+def test_the_train_step_measures_the_distortion_against_the_hooks_target(train_folder, val_images, tmp_path):
+    """One train step for every job: the target hook says what the model sees and what it is measured against."""
+    calls = []
+
+    def white(net, batch, step):  # train on the batch, measure against a white image
+        calls.append(step)
+        return batch, torch.ones_like(batch)
+
+    cfg = TrainConfig(steps=3, images=[str(train_folder)], **TINY | {"lr": 0.0, "aux_lr": 0.0})  # weights stay put
+    trainer = Trainer(cfg, tmp_path / "run", target=white, progress=False, val_images=val_images)
+    patches = trainer.sampler.generator.get_state()
+    torch.manual_seed(11)
+    terms = trainer.train_step()
+    trainer.sampler.generator.set_state(patches)  # replay the same patches and quantisation noise
+    x = trainer.sampler.sample(cfg.batch_size)
+    trainer.net.train()
+    torch.manual_seed(11)
+    with torch.no_grad():
+        x_hat = trainer.net(x)["x_hat"]
+    assert calls == [0] and trainer.step == 1
+    assert terms["mse"] == pytest.approx(torch.mean((x_hat - 1) ** 2).item(), rel=1e-5)
+    assert terms["mse"] != pytest.approx(torch.mean((x_hat - x) ** 2).item(), rel=0.1)
+
+
 def _train_cli(out, steps, folder):
     return [sys.executable, "-m", "robustnic.cli.main", "train", "--N", "8", "--M", "16", "--steps", str(steps),
             "--batch-size", "2", "--patch-size", "64", "--lr", "1e-3", "--checkpoint-every", "5",

@@ -36,7 +36,23 @@ def setting(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | N
 
 
 @dataclass
-class TrainConfig:
+class PatchTraining:
+    """The settings rate-distortion training and fine-tuning share: the optimiser and the patches."""
+
+    batch_size: int = setting(8, help="patches per step")
+    patch_size: int = setting(128, help="training patch side in pixels (a multiple of 64)")
+    lr: float = setting(1e-4, help="learning rate")
+    aux_lr: float = setting(1e-3, help="learning rate of the entropy bottleneck's quantiles")
+    clip_max_norm: float = setting(1.0, flags=("--clip",), help="gradient clipping max norm (0: off)")
+    seed: int = setting(0, help="random seed (initialisation, patch sequence, inner attack)")
+    images: list[str] = setting(factory=list, help="training image folder (repeatable)",
+                                default_text="mate-backgrounds photos + package photos, never the held-out set")
+    max_pixels: int | None = setting(None, help="refuse training images larger than this many pixels",
+                                     default_text="the image loader's limit")
+
+
+@dataclass
+class TrainConfig(PatchTraining):
     """Everything that defines a training run (saved inside every checkpoint)."""
 
     architecture: str = setting("bmshj2018-hyperprior", flags=("--arch",), choices=tuple(ARCHITECTURES),
@@ -47,18 +63,10 @@ class TrainConfig:
     #: RD trade-off; None: CompressAI's λ for quality 3 of ``metric`` (filled in on construction).
     lmbda: float | None = setting(None, help="RD trade-off λ", default_text="CompressAI's quality-3 λ for --metric")
     steps: int = setting(10000, help="training steps")
-    batch_size: int = setting(8, help="patches per step")
-    patch_size: int = setting(128, help="training patch side in pixels (a multiple of 64)")
-    lr: float = setting(1e-4, help="learning rate")
-    aux_lr: float = setting(1e-3, help="learning rate of the entropy bottleneck's quantiles")
     #: (fraction of steps, factor): the learning rate is multiplied by factor from that point on.
     lr_drops: list[tuple[float, float]] = setting(
         factory=lambda: [(0.8, 0.3), (0.95, 0.3)], flags=("--lr-drop",), metavar="FRACTION:FACTOR",
         help="multiply the lr by FACTOR from FRACTION of the steps on (repeatable)")
-    clip_max_norm: float = setting(1.0, flags=("--clip",), help="gradient clipping max norm (0: off)")
-    seed: int = setting(0, help="random seed (model initialisation and patch sequence)")
-    images: list[str] = setting(factory=list, help="training image folder (repeatable)",
-                                default_text="mate-backgrounds photos + package photos, never the held-out set")
     val_every: int = setting(1000, help="validate (clean RD on held-out photos, real bitstreams) every this many steps")
     val_crop: int = setting(256, help="validation centre crop side in pixels")
     checkpoint_every: int = setting(200, help="write OUT/last.pth.tar every this many steps")
@@ -66,8 +74,6 @@ class TrainConfig:
                                     "name and shape match (a narrower model fills the leading slice)",
                                     default_text="random initialisation")
     threads: int | None = setting(None, help="torch CPU threads", default_text="torch's choice")
-    max_pixels: int | None = setting(None, help="refuse training images larger than this many pixels",
-                                     default_text="the image loader's limit")
 
     def __post_init__(self) -> None:
         if self.lmbda is None:
@@ -95,15 +101,11 @@ class TrainConfig:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(PatchTraining):
     """Everything that defines a fine-tuning run (written to ``OUT/finetune.json``)."""
 
     model: str = setting(DEFAULT_MODEL, flags=("--model", "-m"), help="model to start from: zoo spec or checkpoint")
     steps: int = setting(600, help="fine-tuning steps")
-    batch_size: int = setting(8, help="patches per step")
-    patch_size: int = setting(128, help="training patch side in pixels (a multiple of 64)")
-    lr: float = setting(1e-4, help="learning rate")
-    aux_lr: float = setting(1e-3, help="learning rate of the entropy bottleneck's quantiles")
     lr_drops: list[tuple[float, float]] = setting(
         factory=lambda: [(0.8, 0.3)], flags=("--lr-drop",), metavar="FRACTION:FACTOR",
         help="multiply the lr by FACTOR from FRACTION of the steps on (repeatable)")
@@ -122,10 +124,6 @@ class FinetuneConfig:
         "source", choices=FINETUNE_TARGETS,
         help="distortion against the clean source patch (the codec learns to drop the perturbation) or, as in "
              "the paper, against the codec's input")
-    clip_max_norm: float = setting(1.0, flags=("--clip",), help="gradient clipping max norm (0: off)")
-    seed: int = setting(0, help="random seed (patch sequence and inner attack)")
-    images: list[str] = setting(factory=list, help="training image folder (repeatable)",
-                                default_text="robustnic's training photos")
     val_every: int = setting(100, help="validate (clean RD and an attack, real bitstreams) every this many steps")
     val_photos: list[str] = setting(factory=lambda: ["coffee", "chelsea"],
                                     help="held-out photo validated on (repeatable)")
@@ -134,8 +132,6 @@ class FinetuneConfig:
     val_attack_steps: int = setting(30, help="validation attack steps")
     checkpoint_every: int = setting(50, help="write OUT/last.pth.tar every this many steps")
     threads: int | None = setting(1, help="torch CPU threads", default_text="1")
-    max_pixels: int | None = setting(None, help="refuse training images larger than this many pixels",
-                                     default_text="the image loader's limit")
 
     def validate(self) -> None:
         """Raise :class:`RobustnicError` for settings no run can use (parses the budget: imports torch)."""
@@ -242,10 +238,12 @@ def _shown(option_default: Any, meta: dict, item: type) -> str:
 
 
 def cli_options(cls: type) -> list[CliOption]:
-    """The command-line options of a config dataclass, one per field (in field order)."""
+    """The command-line options of a config dataclass, one per field: the class's own fields first (in
+    their order), then the inherited ones (:class:`PatchTraining`)."""
     hints = typing.get_type_hints(cls)
+    own = vars(cls).get("__annotations__", {})
     out = []
-    for f in fields(cls):
+    for f in sorted(fields(cls), key=lambda f: f.name not in own):
         meta = f.metadata
         if not meta.get("cli", False):
             continue
@@ -269,5 +267,5 @@ def cli_arguments(config: Any, skip: tuple[str, ...] = ()) -> list[str]:
     return out
 
 
-__all__ = ["FINETUNE_TARGETS", "CliOption", "FinetuneConfig", "TrainConfig", "cli_arguments", "cli_options",
-           "setting"]
+__all__ = ["FINETUNE_TARGETS", "CliOption", "FinetuneConfig", "PatchTraining", "TrainConfig", "cli_arguments",
+           "cli_options", "setting"]
