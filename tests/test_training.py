@@ -177,6 +177,32 @@ def test_recorded_train_commands_parse_back_to_their_configs():
         assert args.out == str(planned.run_dir)
 
 
+def test_shipped_models_commands_parse_back_to_their_recorded_configs():
+    """Each manifest row's command line (train or finetune) gives the config the row records."""
+    import dataclasses
+    import json
+    import shlex
+
+    from robustnic.cli.common import config_from_args
+    from robustnic.cli.main import build_parser
+    from robustnic.codecs.zoo import read_manifest
+    from robustnic.training.config import FinetuneConfig
+
+    def plain(cfg) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+    rows = [m.info for m in read_manifest().values()]
+    assert {shlex.split(r["command"])[1] for r in rows} == {"train", "finetune"}
+    for row in rows:
+        argv = shlex.split(row["command"])[1:]
+        cls = FinetuneConfig if argv[0] == "finetune" else TrainConfig
+        parsed, recorded = plain(config_from_args(cls, build_parser([argv[0]]).parse_args(argv))), row["config"]
+        if cls is FinetuneConfig:  # named by today's label; the run's settings may hold the one from before 0.2
+            assert parsed.pop("model") == row["finetuned_from"]["spec"]
+        assert {k: parsed[k] for k in recorded if k in parsed} == {k: v for k, v in recorded.items() if k in parsed}, \
+            row["family"]
+
+
 def test_train_options_come_from_the_config_with_help_and_defaults():
     from robustnic.cli.common import config_from_args
     from robustnic.cli.main import build_parser

@@ -47,7 +47,8 @@ def record(family: str, quality: int, source: str, run: str | Path, weights_dir:
     file = f"robust/{family}-q{quality}.pt"
     (weights_dir / "robust").mkdir(parents=True, exist_ok=True)
     info = export_model(run / "last.pth.tar", weights_dir / file)
-    config = FinetuneConfig(**settings | {"steps": int(ckpt["step"]), "threads": 1})
+    # the source under today's label (a run's settings may name it by a label from before 0.2)
+    config = FinetuneConfig(**settings | {"model": source, "steps": int(ckpt["step"]), "threads": 1})
     command = finetune_command(config, run, export=f"src/robustnic/weights/{file}")
     row = {
         "family": family, "quality": quality, "architecture": info["architecture"], "N": info["N"], "M": info["M"],
