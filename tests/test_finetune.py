@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustnic.attacks import MSE, PSNR, Linf, make_attack, verify_attack
+from robustnic.attacks import MSE, PSNR, AttackSettings, Linf, attack_and_verify
 from robustnic.cli.main import main
 from robustnic.codecs import load_codec
 from robustnic.codecs.architectures import get_architecture
@@ -155,8 +155,7 @@ def test_finetune_options_and_recorded_commands_come_from_the_config():
 def _attack_damage(codec, x: torch.Tensor) -> tuple[float, float]:
     """Mean damage of a seeded 20-step ``paper`` attack at psnr:30 (clean-reconstruction PSNR minus
     attacked-reconstruction PSNR, both decoded from real bitstreams) and the mean clean PSNR."""
-    atk = make_attack("paper", codec, budget=PSNR(30), steps=20, seed=0)
-    rows = verify_attack(codec, x, atk(x), budget=atk.budget)
+    rows = attack_and_verify(codec, x, AttackSettings("paper", PSNR(30), steps=20, seed=0)).rows
     assert all(r["budget-ok"] for r in rows)
     return sum(r["psnr-drop"] for r in rows) / len(rows), sum(r["psnr-clean"] for r in rows) / len(rows)
 

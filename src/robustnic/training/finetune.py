@@ -39,13 +39,12 @@ from typing import Iterator
 import torch
 from compressai.models.base import CompressionModel
 
-from robustnic.attacks import L2, MSE, Budget, Linf, make_attack, parse_budget
+from robustnic.attacks import L2, MSE, AttackSettings, Budget, Linf, attack_and_verify, make_attack, parse_budget
 from robustnic.codecs.architectures import LAMBDAS, widths_of
 from robustnic.codecs.checkpoint import read_checkpoint_file
 from robustnic.codecs.learned import LearnedCodec
 from robustnic.codecs.zoo import load_codec, read_manifest
 from robustnic.data.photos import bundled_photos
-from robustnic.defenses.evaluate import attack_defense
 from robustnic.errors import RobustnicError
 from robustnic.training.config import FINETUNE_TARGETS, FinetuneConfig
 from robustnic.training.export import export_model
@@ -211,8 +210,9 @@ class FinetuneTrainer(Trainer):
         codec = LearnedCodec(copy.deepcopy(self.net).cpu(), name="validation")
         codec.net.update(force=True)
         codec.refresh()
-        rows = attack_defense(codec, self.val_batch, cfg.val_attack, references=("clean", "source"),
-                              budget=cfg.budget, steps=cfg.val_attack_steps, seed=0).rows
+        settings = [AttackSettings(cfg.val_attack, cfg.budget, steps=cfg.val_attack_steps, reference=reference, seed=0)
+                    for reference in ("clean", "source")]
+        rows = attack_and_verify(codec, self.val_batch, settings).rows
         n = len(rows)
         return val | {
             "attack": f"{cfg.val_attack}x{cfg.val_attack_steps}@{cfg.budget}",
