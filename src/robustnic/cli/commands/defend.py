@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     x = torch.cat(list(images.values()))
     codec = load_codec(args.model, device=args.device)
     report: dict = {}
-    print(f"{'defense':28s} {'budget':10s} {'psnr-clean':>10s} {'psnr-out':>9s} {'damage':>7s} {'bpp-clean':>9s}  worst modes")
+    print(f"{'defense':28s} {'budget':16s} {'psnr-clean':>10s} {'psnr-out':>9s} {'damage':>7s} {'bpp-clean':>9s}  worst modes")
     for spec in args.defense or ["ensemble"]:
         defended = make_defense(codec, spec)
         for budget in args.budget or ["psnr:35"]:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                                  budget=budget, steps=args.steps, seed=args.seed, restarts=args.restarts,
                                  objective=args.objective, metric=args.metric, standin=args.standin)
             modes = sorted({r["attack-mode"] for r in res.rows})
-            print(f"{spec:28s} {budget:10s} {res.mean('psnr-clean'):10.2f} {res.mean('psnr-out'):9.2f} "
+            print(f"{spec:28s} {budget:16s} {res.mean('psnr-clean'):10.2f} {res.mean('psnr-out'):9.2f} "
                   f"{res.mean('psnr-drop'):7.2f} {res.mean('bpp-clean'):9.4f}  {', '.join(modes)}")
             report[f"{spec}@{budget}"] = {"codec": defended.name, "rows": dict(zip(images, res.rows)),
                                           "by_mode": {m: dict(zip(images, rows)) for m, rows in res.by_mode.items()}}
