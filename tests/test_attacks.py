@@ -127,9 +127,11 @@ def test_random_methods_depend_on_the_seed(method, toy, crops):
     assert not torch.equal(a, b)
 
 
-def test_a_single_chw_image_works_and_stays_on_its_device(toy, photo):
-    x_adv = PaperAttack(toy, budget=PSNR(38), steps=3)(photo[0])
-    assert x_adv.shape == photo.shape and x_adv.device == photo.device
+def test_a_single_chw_image_is_attacked_as_a_batch_of_one(toy, photo):
+    x_adv = PaperAttack(toy, budget=PSNR(38), steps=3, seed=0)(photo[0])
+    batched = PaperAttack(toy, budget=PSNR(38), steps=3, seed=0)(photo)
+    assert x_adv.shape == photo.shape
+    assert torch.equal(x_adv, batched) and not torch.equal(x_adv, photo)
 
 
 # ----- what the attacks achieve, measured on real bitstreams ---------------------------------------
