@@ -42,6 +42,9 @@ def test_budget_ramps_up_from_zero():
     assert ramped_budget(PSNR(30), 0.25).tau == pytest.approx(0.25e-3)
     assert ramped_budget(PSNR(30), 2.0).tau == pytest.approx(1e-3)
     assert ramped_budget(Linf(8), 0.5).eps == 4
+    capped = ramped_budget(PSNR(30, linf_cap=16), 0.5)  # the cap stays while the ball grows
+    assert capped.linf_cap == 16 and capped.tau == pytest.approx(0.5e-3)
+    assert ramped_budget(PSNR(30), 0.5).linf_cap is None
     hook = AdversarialPerturb(FinetuneConfig(budget="mse:1e-3", ramp_steps=10))
     taus = [hook.budget_at(s).tau for s in (0, 4, 9, 50)]
     assert taus == pytest.approx([1e-4, 5e-4, 1e-3, 1e-3])

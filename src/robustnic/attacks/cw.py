@@ -15,7 +15,7 @@ class CW(Attack):
     r"""A penalty attack after Carlini & Wagner, 'Towards Evaluating the Robustness of Neural
     Networks' (IEEE S&P 2017) [https://arxiv.org/abs/1608.04644], on the codec's objective.
 
-    Distance Measure : the budget's ball, as a penalty (L∞: a hard clip).
+    Distance Measure : the budget's ball, as a penalty (L∞ and a budget's L∞ cap: a hard clip).
 
     The image is parameterised as x' = (tanh(w) + 1) / 2 (the [0, 1] box for free) and Adam
     minimises  ``-sign(g)·log|g| + c·relu(||δ||²/r² - 1)``, where g is the objective gain (the log
@@ -51,6 +51,8 @@ class CW(Attack):
             x_adv = (torch.tanh(w) + 1) / 2
             if self.budget.is_linf:
                 x_adv = self.budget.project(x, x_adv)
+            else:  # an L∞ cap is a hard clip, as for an L∞ ball (differentiable inside the cap)
+                x_adv = self.budget.clip_cap(x, x_adv)
             out = self.codec.forward(x_adv, standin=self.standin, rate=self.objective.needs_rate)
             gain = self.objective.gain(out, ctx)
             usage = (x_adv - x).flatten(1).pow(2).sum(1) / r**2

@@ -77,10 +77,11 @@ def source_settings(model: str) -> dict:
 
 
 def ramped_budget(budget: Budget, fraction: float) -> Budget | None:
-    """``budget`` shrunk to ``fraction`` of its size (MSE for PSNR/MSE balls, the radius otherwise)."""
+    """``budget`` shrunk to ``fraction`` of its size (MSE for PSNR/MSE balls, the radius otherwise); an
+    L∞ cap of a PSNR/MSE budget is kept as it is."""
     fraction = min(1.0, max(0.0, fraction))
     if budget.kind in ("psnr", "mse"):
-        return MSE(budget.tau * fraction) if fraction > 0 else None
+        return MSE(budget.tau * fraction, linf_cap=budget.linf_cap) if fraction > 0 else None
     if fraction <= 0:
         return None
     return Linf(budget.eps * fraction) if budget.kind == "linf" else L2(budget.eps * fraction)
