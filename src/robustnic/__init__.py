@@ -1,8 +1,9 @@
 """robustnic: measure and improve the adversarial robustness of learned image codecs.
 
-Layers (each imports only downward): ``codecs`` (model zoo, checkpoints, real bitstreams,
-classical codecs) -> ``attacks`` and ``defenses`` -> ``studies`` -> ``report`` and ``cli``.
-``data``, ``metrics`` and ``utils`` are shared leaves.
+Layers, each importing only from those before it (``tests/test_architecture.py``): ``errors`` ->
+``utils`` -> ``data``, ``metrics`` -> ``codecs`` (specs, model zoo, checkpoints, real bitstreams,
+classical codecs) -> ``attacks`` -> ``defenses`` -> ``training``, ``studies`` -> ``report`` -> ``app``
+-> ``cli``; ``testing`` holds helpers for tests.
 """
 
 from robustnic.errors import (

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         cells = []
         for key, _, fmt in cols:
             value = row.get(key)
-            cells.append(fmt.format(value) if isinstance(value, (int, float)) else str(value))
+            cells.append("-" if value is None else fmt.format(value) if isinstance(value, (int, float)) else str(value))
         print(" | ".join(cells))
     print(f"wrote {len(results)} adversarial images ({state.resumed} more from an earlier run), reconstructions, "
           f"results.json, results.csv, summary.csv to {args.out}")
