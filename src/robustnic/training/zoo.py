@@ -62,7 +62,7 @@ HYPERPRIOR = "bmshj2018-hyperprior"
 #: The high-rate hyperpriors (CompressAI's qualities 5-8) use a wider latent, as CompressAI widens M at
 #: its high qualities; the wider model starts as the same function as hyperprior-long:q3 (see
 #: :func:`robustnic.training.rd.warm_start`).
-_HIGH_RATE = dict(architecture=HYPERPRIOR, M=192, steps=12000, lr=3e-4, lr_drops=[(0.7, 0.3), (0.9, 0.3)],
+_HIGH_RATE = dict(architecture=HYPERPRIOR, M=192, steps=20000, lr=3e-4, lr_drops=[(0.7, 0.3), (0.9, 0.3)],
                   init_from="hyperprior-long:q3")
 Q8 = str(RUNS / "hyperprior-long-q8" / Trainer.CHECKPOINT)
 _HIGH_RATE_DERIVED = dict(architecture=HYPERPRIOR, M=192, steps=2000, lr=1e-4, lr_drops=[(0.75, 0.3)])
