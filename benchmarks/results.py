@@ -65,10 +65,24 @@ def _py(*args: str) -> tuple[str, ...]:
     return ("python", *args)
 
 
-FT = "runs/finetune"
+def _cli(*args: str) -> tuple[str, ...]:
+    return _py("-m", "robustnic.cli.main", *args)
+
+
+ZOO = "runs/zoo"
 TABLES: list[Table] = [
     # RESULTS.md
     Table("rate-gap", "RESULTS.md", _py("benchmarks/rate_gap.py"), minutes=5),
+    Table("rate-gap-cheng2020", "RESULTS.md",
+          _py("benchmarks/rate_gap.py", "--model", f"{ZOO}/cheng-anchor-q2/model.pt", "--model",
+              f"{ZOO}/cheng-attn-q2/model.pt", "--model", "joint-small:q3"),
+          needs=tuple(step for arch, run in (("cheng2020-anchor", "cheng-anchor-q2"), ("cheng2020-attn", "cheng-attn-q2"))
+                      for step in (_cli("train", "--arch", arch, "--N", "64", "--metric", "mse", "--lmbda", "0.0067",
+                                        "--steps", "4000", "--batch-size", "8", "--patch-size", "128", "--lr", "0.0003",
+                                        "--lr-drop", "0.8:0.3", "--threads", "1", "--seed", "0", "--out", f"{ZOO}/{run}"),
+                                   _cli("export", f"{ZOO}/{run}/last.pth.tar", "--out", f"{ZOO}/{run}/model.pt",
+                                        "--scale-levels", "256"))),
+          minutes=190),
     Table("cli-startup", "RESULTS.md", _py("benchmarks/cli_startup.py"), minutes=2),
     Table("eval-timing", "RESULTS.md", _py("benchmarks/eval_timing.py", "--repeats", "5"), minutes=10),
     # RESULTS-attacks.md
