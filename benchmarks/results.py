@@ -9,9 +9,11 @@ Each table in ``benchmarks/RESULTS*.md`` that a script produces sits between two
 This script runs the table's command (from the repository root, with this interpreter) and replaces
 what is between the markers with its standard output, written atomically as soon as that table is
 done. The first line of every block records the command and the **code fingerprint**: a hash of
-``src/robustnic`` (every ``.py`` file and the shipped weights' sha256) and of the benchmark script
-itself. A table whose recorded fingerprint equals the current one is up to date and is skipped, so an
-interrupted ``make results`` resumes where it stopped; ``--force`` reruns it anyway.
+the code the table runs (the benchmark script and every ``src/robustnic`` module it can import,
+found statically: see :func:`table_modules`) and of the sha256 of the shipped weights it names. A
+change elsewhere (the report, the CLI of another command, a model it does not use) leaves the table
+current. A table whose recorded fingerprint equals the current one is up to date and is skipped, so
+an interrupted ``make results`` resumes where it stopped; ``--force`` reruns it anyway.
 
 Some tables need inputs that other commands make first (trained checkpoints under ``runs/``): their
 ``needs`` commands run before them (each resumable or skipped when its output exists).
@@ -21,6 +23,7 @@ Prose around the markers is written by hand and must not quote numbers that only
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -131,15 +134,105 @@ def _sha(h: "hashlib._Hash", path: Path, root: Path) -> None:
     h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
 
 
+#: Names of robustnic modules as they appear in code and in strings (lazy imports, registries, ``-m``).
+_MODULE_NAME = re.compile(r"\brobustnic(?:\.[A-Za-z_]\w*)*")
+#: A shipped model's spec as commands and scripts name it (``family:qK``).
+_SPEC = re.compile(r"\b([a-z][a-z0-9-]*):q(\d+)\b")
+
+
+def _module_file(name: str, source: Path | None = None) -> Path | None:
+    """The file defining module ``robustnic.a.b`` (``a/b.py`` or ``a/b/__init__.py``), or None."""
+    source = source or SOURCE
+    parts = name.split(".")[1:]
+    base = source.joinpath(*parts) if parts else source
+    for path in (base.with_suffix(".py") if parts else None, base / "__init__.py"):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Every robustnic module ``path`` may import: import statements at any depth (a name imported
+    from a package may be a submodule: both are kept) and module names inside string constants
+    (docstrings aside)."""
+    text = path.read_text(encoding="utf-8")
+    names: set[str] = set()
+    tree = ast.parse(text, filename=str(path))
+    prose = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose:
+            names.update(_MODULE_NAME.findall(node.value))
+    return {n for n in names if n == "robustnic" or n.startswith("robustnic.")}
+
+
+def table_modules(table: Table, source: Path | None = None) -> list[Path]:
+    """The ``src/robustnic`` files ``table`` can run, found statically from its commands and script.
+
+    A module counts when it is imported (at any depth, also inside functions) or named in a string
+    (lazy exports, ``importlib``, ``python -m``) by the script or by a module already counted, with its
+    parent packages. A package whose ``__init__``/module builds a :class:`Registry` (which imports
+    every module of its package) brings all of that package's modules; the CLI brings all its commands.
+    Over-counting only makes a table go stale sooner.
+    """
+    source = source or SOURCE
+    seeds: set[str] = set()
+    for command in (table.command, *table.needs):
+        seeds.update(_MODULE_NAME.findall(" ".join(command)))
+    files: set[Path] = set()
+    todo: list[Path] = [table.script] if table.script is not None and table.script.is_file() else []
+    todo += [f for f in map(lambda n: _module_file(n, source), seeds) if f is not None]
+    while todo:
+        path = todo.pop()
+        if path in files:
+            continue
+        files.add(path)
+        names = _imported_names(path)
+        registry = "Registry(" in path.read_text(encoding="utf-8")
+        for name in names:
+            parts = name.split(".")
+            for k in range(1, len(parts) + 1):  # the module and the packages above it
+                found = _module_file(".".join(parts[:k]), source)
+                if found is not None and found not in files:
+                    todo.append(found)
+            if name.startswith("robustnic.cli"):  # commands are imported by name at run time
+                todo.extend(p for p in (source / "cli").rglob("*.py") if p not in files)
+            found = _module_file(name, source)
+            if registry and found is not None and found.name == "__init__.py":
+                todo.extend(p for p in found.parent.glob("*.py") if p not in files)
+    return sorted(f for f in files if f.is_relative_to(source))
+
+
+def table_weights(table: Table, modules: list[Path], source: Path | None = None) -> list[tuple[str, int, str]]:
+    """(family, quality, sha256) of the shipped models ``table`` names in its commands, script or the
+    modules it runs; every shipped model when its script reads the whole manifest."""
+    manifest = (source or SOURCE) / "weights" / "manifest.json"
+    if not manifest.is_file():
+        return []
+    rows = json.loads(manifest.read_text(encoding="utf-8"))["models"]
+    texts = [" ".join(c) for c in (table.command, *table.needs)]
+    script = table.script.read_text(encoding="utf-8") if table.script is not None and table.script.is_file() else ""
+    if "read_manifest" in script:
+        named = None
+    else:
+        texts += [script] + [m.read_text(encoding="utf-8") for m in modules]
+        named = {(family, int(q)) for text in texts for family, q in _SPEC.findall(text)}
+    return sorted((r["family"], r["quality"], r["sha256"]) for r in rows
+                  if named is None or (r["family"], r["quality"]) in named)
+
+
 def code_fingerprint(table: Table) -> str:
-    """12 hex digits over ``src/robustnic``'s ``.py`` files, the shipped weights' sha256 and ``table``'s script."""
+    """12 hex digits over ``table``'s script, the ``src/robustnic`` modules it can run
+    (:func:`table_modules`) and the sha256 of the shipped weights it uses (:func:`table_weights`)."""
     h = hashlib.sha256()
-    for path in sorted(SOURCE.rglob("*.py")):
+    modules = table_modules(table)
+    for path in modules:
         _sha(h, path, ROOT)
-    manifest = SOURCE / "weights" / "manifest.json"
-    if manifest.is_file():  # the shipped weights' identities, not the measurements stored beside them
-        rows = json.loads(manifest.read_text(encoding="utf-8"))["models"]
-        h.update(json.dumps(sorted((r["family"], r["quality"], r["sha256"]) for r in rows)).encode())
+    h.update(json.dumps(table_weights(table, modules)).encode())
     if table.script is not None and table.script.is_file():
         _sha(h, table.script, ROOT)
     return h.hexdigest()[:12]

@@ -70,3 +70,50 @@ def test_json_output_is_fenced_and_a_missing_marker_is_a_clear_error(results, tm
     (tmp_path / "R.md").write_text("no markers\n")
     with pytest.raises(SystemExit, match="no markers for 'j'"):
         results.run_table(table, force=True)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_fingerprint_covers_the_code_a_table_runs_and_only_that(tmp_path, monkeypatch):
+    mod = load_runner("bench_results_scope")
+    src = tmp_path / "src" / "robustnic"
+    _write(src / "__init__.py", "")
+    _write(src / "a.py", "def f():\n    from robustnic import b\n    return b\n")
+    _write(src / "b.py", "X = 1\n")
+    _write(src / "lazy.py", "MODULE = 'robustnic.c:thing'\n")  # named in a string: imported at run time
+    _write(src / "c.py", "Y = 2\n")
+    _write(src / "unused.py", '"""Mentions robustnic.b in prose only."""\nimport robustnic.report\n')
+    _write(src / "report" / "__init__.py", "")
+    _write(src / "reg" / "__init__.py", "from robustnic.utils import Registry\nR = Registry('robustnic.reg')\n")
+    _write(src / "reg" / "one.py", "Z = 3\n")
+    _write(src / "utils" / "__init__.py", "class Registry: ...\n")
+    _write(src / "weights" / "manifest.json",
+           '{"models": [{"family": "m", "quality": 3, "sha256": "aa"}, {"family": "n", "quality": 3, "sha256": "bb"}]}')
+    script = _write(tmp_path / "benchmarks" / "t.py",
+                    "import robustnic.a\nimport robustnic.lazy\nimport robustnic.reg\nMODEL = 'm:q3'\n")
+    monkeypatch.setattr(mod, "ROOT", tmp_path)
+    monkeypatch.setattr(mod, "SOURCE", src)
+    table = mod.Table("t", "R.md", ("python", "benchmarks/t.py"))
+
+    names = {str(p.relative_to(src)) for p in mod.table_modules(table, src)}
+    assert names == {"__init__.py", "a.py", "b.py", "lazy.py", "c.py", "reg/__init__.py", "reg/one.py",
+                     "utils/__init__.py"}
+    assert [w[:2] for w in mod.table_weights(table, mod.table_modules(table, src), src)] == [("m", 3)]
+
+    before = mod.code_fingerprint(table)
+    _write(src / "unused.py", "# edited\n")
+    _write(src / "report" / "__init__.py", "# edited\n")
+    manifest = (src / "weights" / "manifest.json")
+    manifest.write_text(manifest.read_text().replace('"bb"', '"cc"'))
+    assert mod.code_fingerprint(table) == before  # code and weights it does not use
+    for edit in (src / "c.py", src / "reg" / "one.py"):
+        _write(edit, edit.read_text() + "# edited\n")
+        after = mod.code_fingerprint(table)
+        assert after != before, edit.name
+        before = after
+    manifest.write_text(manifest.read_text().replace('"aa"', '"dd"'))
+    assert mod.code_fingerprint(table) != before  # the weights it names
