@@ -22,7 +22,7 @@ from robustnic.codecs.base import Codec, CodecOutput
 from robustnic.data import bundled_photos, load_image, save_image
 from robustnic.data.images import crop_to, pad_to_multiple
 from robustnic.errors import BudgetError, ImageError, RobustnicError
-from robustnic.metrics import psnr
+from robustnic.metrics import ms_ssim, psnr
 from tests.conftest import tiny_codec
 
 
@@ -238,7 +238,10 @@ def test_verify_attack_reports_real_bitstream_numbers(toy, crops):
         assert r["bpp-clean"] == clean.bpp and r["bpp-adv"] == adv.bpp
         assert r["bpp-increase"] == pytest.approx(adv.bpp - clean.bpp)
         assert r["budget-ok"] is True and r["attack-time"] == pytest.approx(atk.elapsed / 3)
-        assert r["ms-ssim-out"] is None  # 64 px: too small for 5 scales
+        # 64 px: three MS-SSIM scales, recorded beside the value
+        assert r["ms-ssim-scales"] == 3
+        assert r["ms-ssim-out"] == pytest.approx(ms_ssim(x[i : i + 1], adv.x_hat))
+        assert 0 < r["ms-ssim-out"] < r["ms-ssim-clean"] <= 1
 
 
 def test_verify_attack_rejects_mismatched_shapes(toy, crops):

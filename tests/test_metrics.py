@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
+import pytorch_msssim
 import torch
 
-from robustnic.metrics import delta_psnr, estimated_bpp, ms_ssim, mse_to_psnr, psnr, psnr_to_mse
+from robustnic.metrics import delta_psnr, estimated_bpp, ms_ssim, ms_ssim_scales, mse_to_psnr, psnr, psnr_to_mse
 from robustnic.metrics.bd import bd_psnr, bd_rate
 
 
@@ -22,10 +23,26 @@ def test_psnr_is_computed_on_8bit_values():
     assert psnr_to_mse(mse_to_psnr(1e-4)) == pytest.approx(1e-4)
 
 
-def test_ms_ssim_needs_enough_pixels(photo):
-    assert ms_ssim(photo, photo) is None  # 64x96: too small for 5 scales
-    big = torch.rand(1, 3, 176, 176, generator=torch.Generator().manual_seed(0))
+def test_ms_ssim_uses_the_scales_an_image_allows():
+    assert [ms_ssim_scales(s, 500) for s in (10, 11, 20, 21, 41, 80, 81, 160, 161, 4000)] == [0, 1, 1, 2, 3, 3, 4, 4, 5, 5]
+    g = torch.Generator().manual_seed(0)
+    big = torch.rand(1, 3, 176, 176, generator=g)
+    noisy = (big + 0.05 * torch.randn(big.shape, generator=g)).clamp(0, 1)
     assert ms_ssim(big, big) == pytest.approx(1.0)
+    # five scales: the value CompressAI's pytorch-msssim gives
+    assert ms_ssim(big, noisy) == pytest.approx(
+        pytorch_msssim.ms_ssim(big.mul(255).round(), noisy.mul(255).round(), data_range=255).item(), abs=1e-4)
+    # a 128-px crop gets four scales, a 64x96 photo three: a number, worse for more noise
+    for side in (128, 64):
+        a, b = big[..., :side, :side], noisy[..., :side, :side]
+        worse = (a + 0.15 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+        assert 0 < ms_ssim(a, worse) < ms_ssim(a, b) < 1
+    assert ms_ssim(big[..., :10, :10], noisy[..., :10, :10]) is None  # no 11-px window fits
+
+
+def test_ms_ssim_on_a_small_photo_is_reported_with_its_scale_count(photo):
+    assert ms_ssim(photo, photo) == pytest.approx(1.0)  # 64x96: three scales
+    assert ms_ssim_scales(*photo.shape[-2:]) == 3
 
 
 def test_delta_psnr_measures_amplification():

@@ -32,7 +32,7 @@ from robustnic.attacks.budget import L2, Budget, Linf, parse_budget
 from robustnic.codecs.base import STANDINS, Codec, Coded
 from robustnic.data.images import check_image_tensor, quantize_8bit
 from robustnic.errors import ImageError, RobustnicError
-from robustnic.metrics import delta_psnr, estimated_bpp, ms_ssim, mse_8bit, psnr
+from robustnic.metrics import delta_psnr, estimated_bpp, ms_ssim, ms_ssim_scales, mse_8bit, psnr
 
 
 @dataclass
@@ -97,6 +97,7 @@ def verify_images(
             "delta-psnr": delta_psnr(xi, ai, hat_clean, hat_adv),
             "ms-ssim-clean": ms_ssim(xi, hat_clean),
             "ms-ssim-out": ms_ssim(xi, hat_adv),
+            "ms-ssim-scales": ms_ssim_scales(*xi.shape[-2:]),
             "bpp-clean": clean.bpp,
             "bpp-adv": adv.bpp,
             "bpp-increase": adv.bpp - clean.bpp,

@@ -14,7 +14,7 @@ from robustnic.codecs.autoregressive import coded_likelihoods, is_autoregressive
 from robustnic.codecs.base import Codec
 from robustnic.codecs.learned import PAD_MULTIPLE, LearnedCodec
 from robustnic.data.images import pad_to_multiple
-from robustnic.metrics import estimated_bpp, ms_ssim, psnr
+from robustnic.metrics import estimated_bpp, ms_ssim, ms_ssim_scales, psnr
 from robustnic.utils.io import atomic_write_text
 from robustnic.utils.tables import json_safe, mean_count, write_csv
 
@@ -27,7 +27,7 @@ from robustnic.utils.tables import json_safe, mean_count, write_csv
 #: ``eval_model``: the wall time of the model's ``compress`` / ``decompress`` on the padded tensor, with one
 #: torch thread (``eval_model`` sets it on import); robustnic's container and checks are not counted.
 RD_KEYS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-file", "bpp-estimated", "bpp-forward", "encoding_time",
-           "decoding_time")
+           "decoding_time", "ms-ssim-scales")
 
 
 #: Torch threads while evaluating: CompressAI's ``eval_model`` runs everything with one. Metrics run with
@@ -63,6 +63,7 @@ def _evaluate_image(codec: Codec, x: torch.Tensor) -> dict[str, float | None]:
     row: dict[str, float | None] = {
         "psnr-rgb": psnr(x, coded.x_hat),
         "ms-ssim-rgb": ms_ssim(x, coded.x_hat),
+        "ms-ssim-scales": ms_ssim_scales(*x.shape[-2:]),
         "bpp": coded.bpp,
         "bpp-file": coded.bpp_file,
         "bpp-estimated": None,

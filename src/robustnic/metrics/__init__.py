@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 
+import piq
 import torch
-from pytorch_msssim import ms_ssim as _ms_ssim
 
 #: MS-SSIM with 5 scales and an 11-pixel window needs sides larger than this.
 MS_SSIM_MIN_SIDE = 161
+#: MS-SSIM's window (CompressAI / pytorch-msssim: 11 px, sigma 1.5) and scale weights (Wang et al. 2003).
+MS_SSIM_WINDOW = 11
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
 def _as_8bit(x: torch.Tensor) -> torch.Tensor:
@@ -40,11 +43,33 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return mse_to_psnr(mse_8bit(a, b))
 
 
+def ms_ssim_scales(height: int, width: int) -> int:
+    """How many MS-SSIM scales an image of this size allows (5 above 160 px a side, 0 under 11 px).
+
+    Each scale halves the image and the 11-pixel window must fit the smallest one:
+    ``min(height, width) >= 10 * 2 ** (scales - 1) + 1``.
+    """
+    side = min(height, width)
+    if side < MS_SSIM_WINDOW:
+        return 0
+    return min(len(MS_SSIM_WEIGHTS), int(math.log2((side - 1) / (MS_SSIM_WINDOW - 1))) + 1)
+
+
 def ms_ssim(a: torch.Tensor, b: torch.Tensor) -> float | None:
-    """MS-SSIM on 8-bit values (CompressAI's ``ms-ssim-rgb``); None for images too small for 5 scales."""
-    if min(a.shape[-2:]) <= MS_SSIM_MIN_SIDE:
+    """MS-SSIM on 8-bit values (CompressAI's ``ms-ssim-rgb``).
+
+    Images larger than 160 px a side get the standard 5 scales; smaller ones get as many as fit
+    (:func:`ms_ssim_scales`, weights renormalised: record the count beside the value, as the eval and
+    attack rows do in ``ms-ssim-scales``); None only under 11 px a side, where no window fits.
+    """
+    scales = ms_ssim_scales(*a.shape[-2:])
+    if scales == 0:
         return None
-    return _ms_ssim(_as_8bit(a), _as_8bit(b).to(a.device), data_range=255).item()
+    x, y = _as_8bit(a), _as_8bit(b).to(a.device)
+    if x.dim() == 3:
+        x, y = x[None], y[None]
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], dtype=x.dtype, device=x.device)
+    return piq.multi_scale_ssim(x, y, data_range=255.0, kernel_size=MS_SSIM_WINDOW, scale_weights=weights).item()
 
 
 def estimated_bits(likelihoods: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -79,6 +104,7 @@ __all__ = [
     "estimated_bits",
     "estimated_bpp",
     "ms_ssim",
+    "ms_ssim_scales",
     "mse_8bit",
     "mse_to_psnr",
     "psnr",
