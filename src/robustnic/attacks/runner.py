@@ -3,19 +3,30 @@
 :func:`run_attacks` is what ``robustnic attack`` and ``benchmarks/attack_table.py`` call: images
 of the same size are attacked together as a batch through the one attack path,
 :func:`~robustnic.attacks.pipeline.attack_and_verify` (crafted, then verified on real bitstreams),
-and :func:`write_results` (or, batch by batch,
-:class:`AttackRunDir`) writes, every file atomically::
+and :func:`write_results` (or, batch by batch, :class:`AttackRunDir`) writes, every file
+atomically (``IMAGE``, ``METHOD`` and ``BUDGET`` with characters other than letters, digits and
+``._-`` replaced by ``-``; ``psnr:35,linf:16`` is ``psnr-35-linf-16``)::
 
-    OUT/adversarial/IMAGE--METHOD--BUDGET.png       the 8-bit adversarial images
-    OUT/reconstructions/IMAGE--clean.png            decoded from the clean image's bytes
-    OUT/reconstructions/IMAGE--METHOD--BUDGET.png   decoded from the adversarial image's bytes
-    OUT/results.json                                config, settings, per-image rows and summary
-    OUT/results.csv, OUT/summary.csv                the same rows and means, as CSV
+    OUT/summary.json       config, settings, the perturbation gain k and the file layout, and per
+                           method and budget the mean over its n images of every per-image number
+    OUT/summary.csv        those means
+    OUT/per_image.json     settings and one row per image x method x budget (what a rerun resumes)
+    OUT/per_image.csv      those rows
+    OUT/images/IMAGE/source.png                        the image as attacked (after --crop)
+    OUT/images/IMAGE/clean-reconstruction.png          decoded from the source's bitstream
+    OUT/images/IMAGE/triplets.png                      a ready figure, one row per method and budget:
+                                                       source | adversarial | clean reconstruction |
+                                                       attacked reconstruction | perturbation
+    OUT/images/IMAGE/METHOD--BUDGET/adversarial.png    the 8-bit adversarial image (the budget and
+                                                       every number are measured on this file)
+    OUT/images/IMAGE/METHOD--BUDGET/reconstruction.png decoded from the adversarial image's bitstream
+    OUT/images/IMAGE/METHOD--BUDGET/perturbation.png   0.5 + k * (adversarial - source), clipped to [0, 1]
 
-Resuming (what ``robustnic attack`` does): :class:`AttackRunDir` rewrites the three result files
-after every verified batch, so an interrupted run keeps every finished image; a rerun with the
-same settings skips them (``run_attacks(..., skip=run.done, on_batch=run.add)``) and its files
-cover every image. A folder that holds a run with other settings is refused, never mixed.
+Resuming (what ``robustnic attack`` does): :class:`AttackRunDir` rewrites the four tables and the
+touched images' ``triplets.png`` after every verified batch, so an interrupted run keeps every
+finished image; a rerun with the same settings skips them (``run_attacks(..., skip=run.done,
+on_batch=run.add)``) and its files cover every image. A folder that holds a run with other
+settings, or other results, is refused, never mixed.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Sequence
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from robustnic.attacks.budget import Budget, parse_budget
@@ -34,7 +46,7 @@ from robustnic.attacks.verify import Verified
 from robustnic.codecs.base import Codec
 from robustnic.data.images import save_image
 from robustnic.errors import ImageError, RobustnicError
-from robustnic.utils.io import atomic_write_text
+from robustnic.utils.io import atomic_path, atomic_write_text
 from robustnic.utils.tables import csv_text, finite_mean, from_json, group_means, json_safe
 
 
@@ -146,39 +158,160 @@ def _file_part(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
 
 
+#: The perturbation image's gain k: ``0.5 + k * (adversarial - source)``, clipped to [0, 1].
+PERTURBATION_GAIN = 5.0
+SUMMARY_JSON, SUMMARY_CSV = "summary.json", "summary.csv"
+PER_IMAGE_JSON, PER_IMAGE_CSV = "per_image.json", "per_image.csv"
+#: Where each file lies, relative to the output folder (written into ``summary.json``).
+LAYOUT = {
+    "summary": f"{SUMMARY_JSON}, {SUMMARY_CSV}: per method and budget, the mean over its n images",
+    "per-image": f"{PER_IMAGE_JSON}, {PER_IMAGE_CSV}: one row per image x method x budget",
+    "source": "images/IMAGE/source.png",
+    "clean-reconstruction": "images/IMAGE/clean-reconstruction.png",
+    "triplets": "images/IMAGE/triplets.png",
+    "adversarial": "images/IMAGE/METHOD--BUDGET/adversarial.png",
+    "reconstruction": "images/IMAGE/METHOD--BUDGET/reconstruction.png",
+    "perturbation": "images/IMAGE/METHOD--BUDGET/perturbation.png",
+}
+#: The triplet figure's columns: (title, row key of the image's path).
+_COLUMNS = (("source", "source-png"), ("adversarial", "adversarial-png"),
+            ("clean recon.", "clean-reconstruction-png"), ("attacked recon.", "reconstruction-png"),
+            (f"perturbation x{PERTURBATION_GAIN:g}", "perturbation-png"))
+
+
+def image_folder(image: str) -> str:
+    """The folder (relative to the output folder) holding one image's files."""
+    return f"images/{_file_part(image)}"
+
+
+def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor, gain: float = PERTURBATION_GAIN) -> torch.Tensor:
+    """``0.5 + gain * (x_adv - x)`` clipped to [0, 1], both images rounded to 8 bits first (as saved)."""
+    def q(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().float().cpu().clamp(0, 1).mul(255).round().div(255)
+
+    return (0.5 + gain * (q(x_adv) - q(x))).clamp(0, 1)
+
+
 def _from_json(value: Any) -> Any:
-    """Undo :func:`_json_safe` for a row read back from ``results.json`` (also the older ``"nan"``)."""
+    """Undo :func:`_json_safe` for a row read back from ``per_image.json`` (also the older ``"nan"``)."""
     return from_json(value)
 
 
-def _save_images(r: AttackResult, out: Path, clean: bool = True) -> dict[str, Any]:
-    """Write one result's adversarial PNG and reconstructions (the clean one if ``clean``); return its row."""
-    stem = f"{_file_part(r.image)}--{_file_part(r.method)}--{_file_part(r.budget)}"
-    save_image(r.x_adv, out / "adversarial" / f"{stem}.png")
-    save_image(r.verified.adv.x_hat, out / "reconstructions" / f"{stem}.png")
-    if clean:
-        save_image(r.verified.clean.x_hat, out / "reconstructions" / f"{_file_part(r.image)}--clean.png")
-    return r.row | {"adversarial-png": f"adversarial/{stem}.png"}
+def _save_images(r: AttackResult, out: Path, first: bool = True) -> dict[str, Any]:
+    """Write one result's images (the source and clean reconstruction too if ``first`` of its image); return its row."""
+    folder = image_folder(r.image)
+    sub = f"{folder}/{_file_part(r.method)}--{_file_part(r.budget)}"
+    paths = {"source-png": f"{folder}/source.png", "clean-reconstruction-png": f"{folder}/clean-reconstruction.png",
+             "adversarial-png": f"{sub}/adversarial.png", "reconstruction-png": f"{sub}/reconstruction.png",
+             "perturbation-png": f"{sub}/perturbation.png"}
+    if first:
+        save_image(r.x, out / paths["source-png"])
+        save_image(r.verified.clean.x_hat, out / paths["clean-reconstruction-png"])
+    save_image(r.x_adv, out / paths["adversarial-png"])
+    save_image(r.verified.adv.x_hat, out / paths["reconstruction-png"])
+    save_image(perturbation_image(r.x, r.x_adv), out / paths["perturbation-png"])
+    return r.row | paths
+
+
+def _number(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _row_title(row: dict[str, Any]) -> str:
+    return (f"{row['method']} {row['budget']}: input PSNR {_number(row.get('psnr-in'))} dB; reconstruction PSNR "
+            f"{_number(row.get('psnr-clean'))} clean -> {_number(row.get('psnr-out'))} dB attacked")
+
+
+def _tile(path: Path, width: int) -> Image.Image:
+    """An image file scaled to ``width`` (pixel-exact enlargement of small images, smooth reduction of large)."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+    if im.width == width:
+        return im
+    height = max(1, round(im.height * width / im.width))
+    return im.resize((width, height), Image.Resampling.NEAREST if width > im.width else Image.Resampling.LANCZOS)
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def write_triplets(out: str | Path, rows: Sequence[dict[str, Any]], path: str | Path | None = None) -> Path:
+    """Draw one image's ``triplets.png`` from its rows' saved PNGs; return its path.
+
+    One row of tiles per result (source | adversarial | clean reconstruction | attacked
+    reconstruction | perturbation), titled with method, budget and the real PSNRs, under one line
+    of column titles. Tiles are at least 128 pixels (and as wide as their title) and at most 512
+    pixels wide (small crops enlarged pixel by pixel). ``path`` defaults to ``images/IMAGE/triplets.png`` of the rows' image.
+    """
+    if not rows:
+        raise ValueError("write_triplets needs at least one row")
+    out = Path(out)
+    font, pad = _font(), 4
+    least = max(128, *(round(font.getlength(title)) + pad for title, _ in _COLUMNS))
+    with Image.open(out / rows[0]["source-png"]) as im:
+        w = im.width
+    width = w * -(-least // w) if w < least else min(w, 512)  # an integer enlargement, or a reduction
+    line = font.getbbox("Ag")[3] + 2 * pad
+    tiles = [[_tile(out / row[key], width) for _, key in _COLUMNS] for row in rows]
+    height = tiles[0][0].height
+    fig = Image.new("RGB", (len(_COLUMNS) * (width + pad) + pad, line + len(rows) * (line + height + pad)), "white")
+    draw = ImageDraw.Draw(fig)
+    for j, (title, _) in enumerate(_COLUMNS):
+        draw.text((pad + j * (width + pad), pad), title, fill="black", font=font)
+    for i, (row, images) in enumerate(zip(rows, tiles)):
+        top = line + i * (line + height + pad)
+        draw.text((pad, top + pad), _row_title(row), fill="black", font=font)
+        for j, tile in enumerate(images):
+            fig.paste(tile, (pad + j * (width + pad), top + line))
+    path = Path(path) if path is not None else out / image_folder(rows[0]["image"]) / "triplets.png"
+    with atomic_path(path) as tmp:
+        fig.save(tmp, format="PNG")
+    return path
 
 
 def _write_tables(out: Path, rows: list[dict[str, Any]], head: dict[str, Any]) -> dict:
-    """Write ``results.json`` (``head`` + summary + rows), ``results.csv`` and ``summary.csv``."""
+    """Write ``per_image.json`` (``settings`` from ``head`` + rows), ``per_image.csv``, ``summary.json``
+    (``head`` + perturbation gain, layout and means) and ``summary.csv``; return the summary object.
+
+    ``per_image.json`` is written first: a run killed in between resumes from it and rewrites the rest.
+    """
     summary = summarize(rows)
-    report = _json_safe(head | {"summary": summary, "rows": rows})
-    atomic_write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "results.csv", _csv_text(rows))
-    atomic_write_text(out / "summary.csv", _csv_text(summary))
+    per_image = {"settings": head["settings"]} if "settings" in head else {}
+    atomic_write_text(out / PER_IMAGE_JSON, json.dumps(_json_safe(per_image | {"rows": rows}), indent=2) + "\n")
+    atomic_write_text(out / PER_IMAGE_CSV, _csv_text(rows))
+    report = _json_safe(head | {"n-images": len({r["image"] for r in rows}),
+                                "perturbation": {"image": "0.5 + k * (adversarial - source), clipped to [0, 1]",
+                                                 "k": PERTURBATION_GAIN},
+                                "layout": LAYOUT, "summary": summary})
+    atomic_write_text(out / SUMMARY_JSON, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / SUMMARY_CSV, _csv_text(summary))
     return report
 
 
+def _write_all_triplets(out: Path, rows: Sequence[dict[str, Any]], images: Collection[str] | None = None) -> None:
+    """Rewrite ``triplets.png`` of each image in ``images`` (default: all) from ``rows`` (in their order)."""
+    by_image: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if images is None or row["image"] in images:
+            by_image.setdefault(row["image"], []).append(row)
+    for image_rows in by_image.values():
+        write_triplets(out, image_rows)
+
+
 def write_results(results: Sequence[AttackResult], out_dir: str | Path, config: dict[str, Any] | None = None) -> dict:
-    """Write images, reconstructions, JSON and CSV (every file atomically); return the JSON object."""
+    """Write images, triplets, JSON and CSV (every file atomically; layout in the module docstring);
+    return the ``summary.json`` object."""
     out = Path(out_dir)
-    done_clean: set[str] = set()
+    seen: set[str] = set()
     rows = []
     for r in results:
-        rows.append(_save_images(r, out, clean=r.image not in done_clean))
-        done_clean.add(r.image)
+        rows.append(_save_images(r, out, first=r.image not in seen))
+        seen.add(r.image)
+    _write_all_triplets(out, rows)
     return _write_tables(out, rows, {"config": config or {}})
 
 
@@ -187,7 +320,8 @@ class AttackRunDir:
 
     ``settings`` is what defines the results (model and its weights' fingerprint, images, methods,
     budgets, steps, objective, seed, ...; not the device or batch size): a folder whose
-    ``results.json`` holds other settings, or none (written by something else), raises
+    ``per_image.json`` holds other settings, or that holds results without it (written by something
+    else, or by an older ``robustnic attack`` with its ``results.json``), raises
     :class:`~robustnic.errors.RobustnicError` instead of mixing runs. ``images`` lists this run's
     image names in order: rows are kept and written for these images only, in the order
     method, budget, image. ``config`` (e.g. the command line) is written as is.
@@ -197,7 +331,7 @@ class AttackRunDir:
     >>> run.finish()["summary"]                                                    # doctest: +SKIP
     """
 
-    RESULTS = "results.json"
+    RESULTS = PER_IMAGE_JSON
 
     def __init__(self, out_dir: str | Path, settings: dict[str, Any], config: dict[str, Any] | None = None,
                  images: Sequence[str] = ()):
@@ -212,7 +346,12 @@ class AttackRunDir:
                 saved = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
                 raise RobustnicError(f"{path} is unreadable ({exc}): use another --out") from None
-            if "settings" not in saved:
+        elif any((self.out / name).is_file() for name in (SUMMARY_JSON, "results.json")):
+            saved = {}
+        else:
+            saved = None
+        if saved is not None:
+            if not isinstance(saved, dict) or "settings" not in saved:
                 raise RobustnicError(f"{self.out} holds results that were not written by a resumable attack run: "
                                      "use another --out")
             old = saved["settings"]
@@ -232,11 +371,12 @@ class AttackRunDir:
         return set(self.rows)
 
     def add(self, results: Sequence[AttackResult]) -> None:
-        """Write a batch's images, then the result files with its rows (each file atomically)."""
-        clean_done = {image for image, _, _ in self.rows}
+        """Write a batch's images, its images' triplets, then the tables with its rows (each file atomically)."""
+        seen = {image for image, _, _ in self.rows}
         for r in results:
-            self.rows[(r.image, r.method, r.budget)] = _save_images(r, self.out, clean=r.image not in clean_done)
-            clean_done.add(r.image)
+            self.rows[(r.image, r.method, r.budget)] = _save_images(r, self.out, first=r.image not in seen)
+            seen.add(r.image)
+        _write_all_triplets(self.out, self._ordered_rows(), {r.image for r in results})
         self.finish()
 
     def _ordered_rows(self) -> list[dict[str, Any]]:
@@ -248,8 +388,9 @@ class AttackRunDir:
         return [self.rows[k] for k in order]
 
     def finish(self) -> dict:
-        """(Re)write the result files with every finished row; return the ``results.json`` object."""
+        """(Re)write the four tables with every finished row; return the ``summary.json`` object."""
         return _write_tables(self.out, self._ordered_rows(), {"config": self.config, "settings": self.settings})
 
 
-__all__ = ["AttackResult", "AttackRunDir", "run_attacks", "summarize", "write_results"]
+__all__ = ["PERTURBATION_GAIN", "AttackResult", "AttackRunDir", "image_folder", "perturbation_image", "run_attacks",
+           "summarize", "write_results", "write_triplets"]

@@ -1,5 +1,7 @@
 """``robustnic attack``: attack images, verify on real bitstreams, write PNGs, JSON and CSV.
 
+The output folder's layout is :mod:`robustnic.attacks.runner`'s (and the README's).
+
 One call into the API: :func:`robustnic.attacks.run_attacks`, writing each verified batch through
 :class:`robustnic.attacks.AttackRunDir` as it finishes. An interrupted run keeps every finished
 image; rerunning the same command resumes it (finished images are skipped, the final files cover
@@ -148,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
             value = row.get(key)
             cells.append("-" if value is None else fmt.format(value) if isinstance(value, (int, float)) else str(value))
         print(" | ".join(cells))
-    print(f"wrote {len(results)} adversarial images ({state.resumed} more from an earlier run), reconstructions, "
-          f"results.json, results.csv, summary.csv to {args.out}")
+    earlier = f" ({state.resumed} more from an earlier run)" if state.resumed else ""
+    print(f"wrote {len(results)} result(s){earlier} to {args.out}: summary.json/.csv (means over n images), "
+          "per_image.json/.csv, and per image images/IMAGE/: source.png, clean-reconstruction.png, "
+          "triplets.png, METHOD--BUDGET/{adversarial,reconstruction,perturbation}.png")
     return 0
