@@ -97,3 +97,98 @@ def test_image_modes_are_converted_as_documented(mode, make, tmp_path):
         assert torch.all(x == expected / 255)  # gray replicated; 16-bit scaled; alpha over white
     else:
         assert torch.allclose(x[0, :, 0, 0], torch.tensor([10, 20, 30]) / 255)
+
+
+# ----- what a researcher reads (#19) -----------------------------------------------------------------
+def test_compress_labels_payload_and_file_bpp(tmp_path, photo, capsys):
+    from robustnic.codecs.base import payload_bits
+
+    save_image(photo, tmp_path / "in.png")
+    assert main(["compress", str(tmp_path / "in.png"), "-o", str(tmp_path / "x.rnic"), "-m", "jpeg:q50"]) == 0
+    out = capsys.readouterr().out
+    data = (tmp_path / "x.rnic").read_bytes()
+    pixels = photo.shape[-2] * photo.shape[-1]
+    payload = next(line for line in out.splitlines() if "bpp (payload):" in line)
+    file = next(line for line in out.splitlines() if "bpp (file):" in line)
+    assert f"{payload_bits(data) / pixels:.4f}" in payload
+    assert f"{len(data) * 8 / pixels:.4f}" in file and "header" in file
+    assert payload_bits(data) < len(data) * 8
+
+
+def test_eval_skips_unreadable_files_warns_about_crops_and_exits_1(tmp_path, photo, capsys):
+    """One unreadable file: a warning naming it, the others evaluated and written, then exit 1 with
+    'N of M images could not be read'. A crop larger than an image: a warning naming it and both sizes."""
+    folder = tmp_path / "imgs"
+    save_image(photo, folder / "normal.png")  # 96x64
+    save_image(photo[..., :10, :10], folder / "tiny.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    rc = main(["eval", "-m", "jpeg:q50", "--images", str(folder), "--crop", "80", "-o", str(tmp_path / "rd"),
+               "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 1, err
+    lines = err.strip().splitlines()
+    assert sum("broken.png" in line for line in lines) == 1
+    assert any(line.startswith("robustnic eval: warning: skipped") and "broken.png" in line for line in lines)
+    assert lines[-1].startswith("robustnic eval: 1 of 3 images could not be read")
+    crop = {name: next(line for line in lines if f"warning: {name} is" in line) for name in ("normal", "tiny")}
+    assert "96x64" in crop["normal"] and "80x80" in crop["normal"] and "using 80x64" in crop["normal"]
+    assert "10x10" in crop["tiny"] and "using 10x10" in crop["tiny"]
+    summary = json.loads((tmp_path / "rd.json").read_text())
+    assert sorted(summary["per_image"]["jpeg:q50"]) == ["normal", "tiny"]
+    assert summary["per_image"]["jpeg:q50"]["normal"]["bpp"] == summary["results"]["bpp"][0]  # tiny left out
+    header = out.splitlines()[0]
+    assert "bpp (payload)" in header and "bpp (file)" in header and "images" in header
+    assert "mean over 1 of 2 images" in out and "tiny" in out
+
+
+def test_eval_folder_none_of_whose_files_reads_is_an_error(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        (folder / name).write_bytes(b"not an image")
+    assert main(["eval", "-m", "jpeg:q50", "--images", str(folder), "-o", str(tmp_path / "rd")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and err[-1].startswith("robustnic eval: error:") and "none of the 2" in err[-1]
+    assert not (tmp_path / "rd.json").exists()
+
+
+def test_eval_crop_that_fits_is_silent(tmp_path, photo, capsys):
+    save_image(photo, tmp_path / "p.png")
+    assert main(["eval", "-m", "jpeg:q50", "--images", str(tmp_path / "p.png"), "--crop", "32",
+                 "-o", str(tmp_path / "rd"), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+    assert json.loads((tmp_path / "rd.json").read_text())["mean_over"]["jpeg:q50"]["images"] == 1
+
+
+def test_models_table_is_aligned_for_any_name_and_names_its_photos(monkeypatch, capsys):
+    from robustnic.codecs import zoo
+    from robustnic.data.photos import HELDOUT_PHOTOS
+
+    rows = zoo.list_models()
+    long = rows[0] | {"spec": "a-very-long-family-name-for-alignment-robust:q3",
+                      "architecture": "cheng2020-attn-with-a-longer-name", "metric": "ms-ssim-long"}
+    monkeypatch.setattr(zoo, "list_models", lambda: [long, *rows])
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[: 2 + len(rows)]
+    header = table[0]
+    for heading in ("architecture", "metric", "bpp (payload)", "PSNR (dB)"):
+        start = header.index(heading)
+        for line in table[1:]:  # every row's cell starts (left-aligned) or ends (numbers) at the heading
+            if heading in ("architecture", "metric"):
+                assert line[start - 2 : start] == "  " and line[start] != " ", (heading, line)
+            else:
+                end = start + len(heading)
+                assert line[end - 1] != " " and (end == len(line) or line[end] == " "), (heading, line)
+    note = next(line for line in lines if "held-out photos" in line)
+    assert all(name in note for name in HELDOUT_PHOTOS) and "bpp (payload)" in note
+
+
+def test_models_json(capsys):
+    from robustnic.codecs.zoo import list_models
+    from robustnic.data.photos import HELDOUT_PHOTOS
+
+    assert main(["models", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [m["spec"] for m in data["models"]] == [m["spec"] for m in list_models()]
+    assert data["rd_photos"]["names"] == list(HELDOUT_PHOTOS) and "bmshj2018-hyperprior" in data["architectures"]

@@ -118,3 +118,52 @@ def test_times_are_the_models_compress_and_decompress_with_one_thread(monkeypatc
     row = evaluate_codec(codec, {"photo": photo}, progress=False)["results"]
     assert seen == [1] and torch.get_num_threads() == threads
     assert 0.05 <= row["encoding_time"] < 0.4 and 0.08 <= row["decoding_time"] < 0.4
+
+
+# ----- means over one image set for every column (#19) --------------------------------------------
+def test_common_mean_row_averages_every_column_over_the_same_images():
+    from robustnic.codecs.evaluate import common_mean_row
+
+    per_image = {
+        "big": {"psnr-rgb": 30.0, "ms-ssim-rgb": 0.9, "ms-ssim-scales": 5, "bpp": 0.5, "bpp-estimated": None},
+        "tiny": {"psnr-rgb": 40.0, "ms-ssim-rgb": None, "ms-ssim-scales": 0, "bpp": 8.0, "bpp-estimated": None},
+        "other": {"psnr-rgb": 32.0, "ms-ssim-rgb": 0.8, "ms-ssim-scales": 5, "bpp": 0.7, "bpp-estimated": None},
+        "same": {"psnr-rgb": float("inf"), "ms-ssim-rgb": 1.0, "ms-ssim-scales": 5, "bpp": 0.1,
+                 "bpp-estimated": None},
+    }
+    mean, left_out = common_mean_row(per_image)
+    # bpp over big and other only, as PSNR and MS-SSIM: tiny (no MS-SSIM) and same (inf PSNR) are out
+    assert mean["bpp"] == pytest.approx(0.6) and mean["psnr-rgb"] == pytest.approx(31.0)
+    assert mean["ms-ssim-rgb"] == pytest.approx(0.85) and mean["ms-ssim-scales"] == 5
+    assert mean["bpp-estimated"] is None  # applies to no image (a classical codec): not a reason to leave out
+    assert set(left_out) == {"tiny", "same"}
+    assert "ms-ssim-rgb" in left_out["tiny"] and "11 px" in left_out["tiny"]
+    assert "psnr-rgb is inf" in left_out["same"]
+    # no image has every column: every mean is None, every image named
+    mean, left_out = common_mean_row({k: per_image[k] for k in ("tiny", "same")})
+    assert all(v is None for v in mean.values()) and set(left_out) == {"tiny", "same"}
+    # a column no image has (every image under 11 px) does not empty the mean
+    mean, left_out = common_mean_row({"tiny": per_image["tiny"]})
+    assert mean["bpp"] == 8.0 and mean["ms-ssim-rgb"] is None and left_out == {}
+
+
+def test_eval_mean_of_a_10x10_and_a_normal_image_is_over_the_normal_one(photo, tmp_path):
+    """A 10x10 image has no MS-SSIM: it leaves the mean (bpp included), and the outputs say so."""
+    import csv
+
+    from robustnic.codecs.evaluate import write_results
+
+    images = {"normal": photo, "tiny": photo[..., :10, :10]}
+    ev = evaluate_codec(load_codec("jpeg:q50"), images, progress=False)
+    normal, tiny = ev["per_image"]["normal"], ev["per_image"]["tiny"]
+    assert tiny["ms-ssim-rgb"] is None and tiny["bpp"] is not None
+    for key in ("bpp", "bpp-file", "psnr-rgb", "ms-ssim-rgb", "encoding_time"):
+        assert ev["results"][key] == normal[key], key
+    assert list(ev["left_out"]) == ["tiny"]
+    json_path, csv_path = write_results([ev], tmp_path / "rd")
+    assert json.loads(json_path.read_text())["mean_over"]["jpeg:q50"] == {
+        "images": 1, "of": 2, "left_out": {"tiny": ev["left_out"]["tiny"]}}
+    with open(csv_path) as f:
+        table = {r["image"]: r for r in csv.DictReader(f)}
+    assert table["mean"]["n"] == "1" and table["mean"]["note"] == "over 1 of 2 images"
+    assert table["tiny"]["note"].startswith("left out of the mean") and table["normal"]["note"] == ""

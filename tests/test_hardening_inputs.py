@@ -108,3 +108,45 @@ def test_codec_forward_validates_its_input(spec):
         else:
             with pytest.raises(ImageError):
                 codec(value)
+
+
+def test_read_images_skips_each_unreadable_file_with_one_warning(corpus):
+    """Every ``invalid`` / ``too-large`` corpus file is skipped with one message naming it and counted;
+    every ``valid`` one is read (what ``robustnic eval`` does with a folder)."""
+    from robustnic.data.images import image_keys, image_paths, read_images
+
+    messages: list[str] = []
+    loaded = read_images(image_keys(image_paths(corpus)), warn=messages.append)
+    bad = [e.name for e in ENTRIES if e.kind != VALID]
+    assert sorted(loaded.images) == sorted(e.name.rsplit(".", 1)[0] for e in ENTRIES if e.kind == VALID)
+    assert sorted(p.rsplit("/", 1)[-1] for p in loaded.unreadable) == sorted(bad)
+    assert len(messages) == len(bad) and all(sum(name in m for m in messages) == 1 for name in bad)
+    assert loaded.total == len(ENTRIES)
+    assert loaded.failure_summary() == f"{len(bad)} of {len(ENTRIES)} images could not be read"
+
+
+def test_read_images_warns_through_python_warnings_by_default(corpus):
+    from robustnic.data.images import read_images
+
+    with pytest.warns(UserWarning, match="text.png"):
+        loaded = read_images({"text": corpus / "text.png", "rgb": corpus / "rgb.png"})
+    assert list(loaded.images) == ["rgb"] and loaded.failure_summary() == "1 of 2 images could not be read"
+    assert read_images({"rgb": corpus / "rgb.png"}).failure_summary() is None
+
+
+def test_crop_warning_names_the_image_and_both_sizes():
+    from robustnic.data.images import crop_warning
+
+    assert crop_warning("a", 300, 451, 256) is None and crop_warning("a", 256, 256, 256) is None
+    message = crop_warning("chelsea", 300, 451, 512)
+    assert "chelsea" in message and "451x300" in message and "512x512" in message and "using 451x300" in message
+    assert "using 256x100" in crop_warning("strip", 100, 400, (128, 256))
+
+
+def test_image_keys_keep_colliding_stems_apart(tmp_path):
+    from pathlib import Path
+
+    from robustnic.data.images import image_keys
+
+    keys = image_keys([Path("x/a.png"), Path("x/a.jpg"), Path("x/b.png")])
+    assert keys == {"a.png": Path("x/a.png"), "a.jpg": Path("x/a.jpg"), "b": Path("x/b.png")}

@@ -6,10 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from robustnic.codecs.options import DEFAULT_MODEL
 from robustnic.utils.runtime import DEVICE_HELP
+
+if TYPE_CHECKING:
+    from robustnic.data.images import ImageSet
 
 
 def add_model(p: argparse.ArgumentParser, multiple: bool = False) -> None:
@@ -24,11 +27,76 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help=f"{DEVICE_HELP}; default cpu")
 
 
-def add_images(p: argparse.ArgumentParser, required: bool = False) -> None:
+def add_images(p: argparse.ArgumentParser, required: bool = False, skips_unreadable: bool = False) -> None:
+    """``--images``, ``--crop`` and ``--max-pixels``; ``skips_unreadable``: the command reads them with
+    :func:`load_images` (skip-and-warn for unreadable files, a warning for crops larger than an image),
+    and its help says so."""
+    folder = ("a folder of images (an unreadable file is skipped with a warning, and the exit status is 1 "
+              "at the end)" if skips_unreadable else "a folder of images")
     p.add_argument("--images", "-i", default="bundled", required=required,
-                   help="a folder of images, one image file, or 'bundled' (held-out photos shipped by packages)")
-    p.add_argument("--crop", type=int, default=None, help="centre-crop every image to this size (pixels)")
+                   help=f"{folder}, one image file, or 'bundled' (held-out photos shipped by packages)")
+    crop = "; an image smaller than that is kept whole along its short side, with a warning" if skips_unreadable else ""
+    p.add_argument("--crop", type=int, default=None, help=f"centre-crop every image to this size (pixels){crop}")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse images larger than this many pixels")
+
+
+def warn(args: argparse.Namespace, message: str) -> None:
+    """One ``robustnic CMD: warning: ...`` line on stderr."""
+    print(f"{_prefix(args)}: warning: {message}", file=sys.stderr)
+
+
+def _prefix(args: argparse.Namespace) -> str:
+    command = getattr(args, "command", None)
+    return f"robustnic {command}" if command else "robustnic"
+
+
+def load_images(args: argparse.Namespace) -> ImageSet:
+    """The images of ``--images`` / ``--crop`` / ``--max-pixels`` as an :class:`~robustnic.data.images.ImageSet`.
+
+    * ``--images`` names a folder, one file, or ``bundled`` (the held-out photos). A file that cannot
+      be read is skipped with a one-line warning naming it and recorded in ``unreadable`` (finish the
+      run, then return :func:`unreadable_status`); a lone file that cannot be read, or a folder none
+      of whose files can, raises :class:`~robustnic.errors.ImageError` (exit 2).
+    * ``--crop`` centre-crops; an image smaller than the crop along a side is kept whole along that
+      side, with a warning naming it and both sizes.
+    """
+    from robustnic.data.images import (DEFAULT_MAX_PIXELS, ImageSet, crop_warning, image_keys, image_paths,
+                                       load_image, read_images)
+    from robustnic.data.photos import bundled_photos, center_crop
+    from robustnic.errors import ImageError
+
+    spec, crop = args.images, args.crop or None
+    if crop is not None and crop < 0:
+        raise ImageError(f"--crop must be a positive number of pixels, got {crop}")
+    if spec in ("bundled", "heldout"):
+        loaded = ImageSet(images=bundled_photos())
+    else:
+        paths = image_paths(spec)
+        max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+        if Path(spec).is_file():  # one file: its error is the command's error
+            loaded = ImageSet(images={paths[0].stem: load_image(paths[0], max_pixels=max_pixels)})
+        else:
+            loaded = read_images(image_keys(paths), max_pixels=max_pixels, warn=lambda m: warn(args, m))
+            if not loaded.images:
+                raise ImageError(f"{spec}: none of the {loaded.total} image files could be read")
+    if crop is not None:
+        for name, x in loaded.images.items():
+            message = crop_warning(name, *x.shape[-2:], crop)
+            if message:
+                warn(args, message)
+            loaded.images[name] = center_crop(x, crop)
+    return loaded
+
+
+def unreadable_status(args: argparse.Namespace, loaded: ImageSet) -> int:
+    """Exit status at the end of a run over :func:`load_images`' images: 0 when every file was read,
+    else 1 after one stderr line ``robustnic CMD: N of M images could not be read ...``."""
+    summary = loaded.failure_summary()
+    if summary is None:
+        return 0
+    print(f"{_prefix(args)}: {summary} (skipped, see the warnings above); the results cover the other "
+          f"{len(loaded.images)}", file=sys.stderr)
+    return 1
 
 
 def add_seed(p: argparse.ArgumentParser) -> None:

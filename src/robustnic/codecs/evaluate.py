@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -84,8 +84,10 @@ def _evaluate_image(codec: Codec, x: torch.Tensor) -> dict[str, float | None]:
 
 
 def mean_row(rows: Iterable[dict[str, float | None]]) -> dict[str, float | None]:
-    """Mean of every key of the first row over rows, by :func:`robustnic.utils.tables.mean_count`'s rule
-    (None, NaN and inf left out); None where no value entered (a codec without the estimate)."""
+    """Mean of every key of the first row over rows, each key on its own, by
+    :func:`robustnic.utils.tables.mean_count`'s rule (None, NaN and inf left out); None where no value
+    entered (a codec without the estimate). Columns may average different images: ``eval``'s mean row
+    uses :func:`common_mean_row`, which does not."""
     rows = list(rows)
     out: dict[str, float | None] = {}
     for key in rows[0] if rows else []:
@@ -94,32 +96,102 @@ def mean_row(rows: Iterable[dict[str, float | None]]) -> dict[str, float | None]
     return out
 
 
+def _gap(row: dict[str, float | None], key: str) -> str:
+    """Why ``row[key]`` cannot enter a mean, in a few words."""
+    value = row.get(key)
+    if key == "ms-ssim-rgb" and value is None and row.get("ms-ssim-scales") == 0:
+        return "no ms-ssim-rgb (under the 11 px a side MS-SSIM needs)"
+    if value is None:
+        return f"no {key}"
+    return f"{key} is {value}"  # nan or inf (an identical reconstruction's PSNR)
+
+
+def common_mean_row(
+    per_image: Mapping[str, dict[str, float | None]],
+) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Mean row over one image set for every column, and the images left out of it with the reason.
+
+    The rule: a column *applies* when at least one image has a finite value in it; the mean of every
+    column is over the images whose every applying column is finite, so bpp and MS-SSIM of a mean row
+    always describe the same images. A column that applies to no image (the likelihood estimates of
+    JPEG, MS-SSIM when every image is under 11 px) is None. An image left out (a 10x10 image without
+    MS-SSIM, an identical reconstruction's infinite PSNR) is named with the reason; when no image has
+    every column, every mean is None.
+
+    Returns ``(mean row, {image: reason})``."""
+    rows = list(per_image.values())
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    applies = [k for k in keys if mean_count(r.get(k) for r in rows)[1]]
+    left_out = {}
+    for image, row in per_image.items():
+        gaps = [_gap(row, k) for k in applies if not mean_count([row.get(k)])[1]]
+        if gaps:
+            left_out[image] = "; ".join(gaps)
+    kept = [row for image, row in per_image.items() if image not in left_out]
+    out: dict[str, float | None] = {k: None for k in keys}
+    for key in applies:
+        if kept:
+            out[key] = mean_count(r.get(key) for r in kept)[0]
+    return out, left_out
+
+
 def evaluate_codec(
     codec: Codec, images: dict[str, torch.Tensor], progress: bool = True, threads: int | None = EVAL_THREADS
 ) -> dict:
-    """Evaluate ``codec`` on named images; returns ``{"name", "per_image": {img: row}, "results": mean}``.
+    """Evaluate ``codec`` on named images.
 
-    ``threads``: torch threads while evaluating (see :func:`evaluate_image`)."""
+    Returns ``{"name", "per_image": {img: row}, "results": mean row, "left_out": {img: reason}}``: the
+    mean row is over one image set for every column (:func:`common_mean_row`), ``left_out`` names the
+    images it leaves out and why. ``threads``: torch threads while evaluating (see :func:`evaluate_image`)."""
     per_image = {}
     with torch_threads(threads):
         for name, x in tqdm(images.items(), desc=f"eval {codec.name}", disable=not progress, leave=False):
             per_image[name] = _evaluate_image(codec, x)
-    return {"name": codec.name, "per_image": per_image, "results": mean_row(per_image.values())}
+    results, left_out = common_mean_row(per_image)
+    return {"name": codec.name, "per_image": per_image, "results": results, "left_out": left_out}
+
+
+def mean_note(evaluation: dict) -> str | None:
+    """``"over N of M images (left out: a: reason; ...)"`` when the mean row leaves images out, else None."""
+    left_out = evaluation.get("left_out") or {}
+    if not left_out:
+        return None
+    total = len(evaluation["per_image"])
+    reasons = "; ".join(f"{image}: {reason}" for image, reason in left_out.items())
+    return f"over {total - len(left_out)} of {total} images (left out: {reasons})"
 
 
 def write_results(evaluations: list[dict], out: str | Path) -> tuple[Path, Path]:
-    """Write ``out.json`` (CompressAI-style: ``results`` lists one value per model) and ``out.csv`` (per image)."""
+    """Write ``out.json`` (CompressAI-style: ``results`` lists one value per model) and ``out.csv`` (per image).
+
+    Both say which images each mean covers: the JSON's ``mean_over`` gives, per model, ``images`` (how
+    many entered the mean), ``of`` (how many were evaluated) and ``left_out`` (image -> reason); the
+    CSV's ``n`` column holds the count on the mean row and ``note`` names what was left out."""
     out = Path(out)
     summary = {
         "name": ", ".join(e["name"] for e in evaluations),
-        "description": "robustnic eval: real bitstreams (compress -> bytes -> decompress)",
+        "description": "robustnic eval: real bitstreams (compress -> bytes -> decompress); bpp counts the "
+                       "entropy-coded payload (as CompressAI), bpp-file the whole file with its header",
         "models": [e["name"] for e in evaluations],
         "results": {k: [e["results"].get(k) for e in evaluations] for k in RD_KEYS},
+        "mean_over": {e["name"]: {"images": len(e["per_image"]) - len(e.get("left_out") or {}),
+                                  "of": len(e["per_image"]), "left_out": dict(e.get("left_out") or {})}
+                      for e in evaluations},
         "per_image": {e["name"]: e["per_image"] for e in evaluations},
     }
     json_path, csv_path = out.with_suffix(".json"), out.with_suffix(".csv")
     atomic_write_text(json_path, json.dumps(json_safe(summary), indent=2, allow_nan=False))
-    table = [{"model": e["name"], "image": image} | {k: row.get(k) for k in RD_KEYS}
-             for e in evaluations for image, row in [*e["per_image"].items(), ("mean", e["results"])]]
-    write_csv(csv_path, table, ["model", "image", *RD_KEYS], float_format="{:.6g}")
+    table = []
+    for e in evaluations:
+        left_out = e.get("left_out") or {}
+        for image, row in e["per_image"].items():
+            note = f"left out of the mean: {left_out[image]}" if image in left_out else None
+            table.append({"model": e["name"], "image": image} | {k: row.get(k) for k in RD_KEYS} | {"note": note})
+        n = len(e["per_image"]) - len(left_out)
+        note = f"over {n} of {len(e['per_image'])} images" if left_out else None
+        table.append({"model": e["name"], "image": "mean"} | {k: e["results"].get(k) for k in RD_KEYS}
+                     | {"n": n, "note": note})
+    write_csv(csv_path, table, ["model", "image", *RD_KEYS, "n", "note"], float_format="{:.6g}")
     return json_path, csv_path

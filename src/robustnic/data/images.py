@@ -18,8 +18,9 @@ import io
 import os
 import struct
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -222,3 +223,67 @@ def iter_images(paths: Iterable[Path], **kwargs) -> Iterable[tuple[Path, torch.T
     """Yield ``(path, image)`` for each path (see :func:`load_image` for kwargs)."""
     for p in paths:
         yield p, load_image(p, **kwargs)
+
+
+def image_keys(paths: Sequence[Path]) -> dict[str, Path]:
+    """Name every path by its stem, or by its full file name where two stems collide (``a.png`` and
+    ``a.jpg`` stay two images)."""
+    stems = [p.stem for p in paths]
+    return {(p.stem if stems.count(p.stem) == 1 else p.name): p for p in paths}
+
+
+def crop_warning(name: str, height: int, width: int, crop: int | tuple[int, int]) -> str | None:
+    """The warning for a centre crop of ``crop`` (side, or ``(H, W)``) that does not fit an image of
+    ``height x width``, naming the image and both sizes; None when the crop fits.
+
+    A centre crop keeps the whole image along a side shorter than the crop, so the result is smaller
+    than asked; the warning says what is kept."""
+    ch, cw = (crop, crop) if isinstance(crop, int) else crop
+    if height >= ch and width >= cw:
+        return None
+    return (f"{name} is {width}x{height}, smaller than --crop {cw}x{ch}; "
+            f"using {min(width, cw)}x{min(height, ch)} (a side shorter than the crop is kept whole)")
+
+
+@dataclass
+class ImageSet:
+    """Images read from files by name, with the files that could not be read and why."""
+
+    #: name -> ``(1, 3, H, W)`` image, in the order of the files.
+    images: dict[str, torch.Tensor]
+    #: file -> the one-line reason it was skipped (an :class:`ImageError` message).
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """How many files were tried."""
+        return len(self.images) + len(self.unreadable)
+
+    def failure_summary(self) -> str | None:
+        """``"N of M images could not be read"``, or None when every file was read."""
+        if not self.unreadable:
+            return None
+        return f"{len(self.unreadable)} of {self.total} images could not be read"
+
+
+def read_images(
+    named_paths: Mapping[str, Path],
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    warn: Callable[[str], None] | None = None,
+) -> ImageSet:
+    """Read every file of ``named_paths`` (name -> path), skipping the unreadable ones.
+
+    Each file :func:`load_image` refuses (unreadable, corrupt, over ``max_pixels``) is left out and
+    recorded in :attr:`ImageSet.unreadable`; ``warn`` (default: :func:`warnings.warn`) gets one line
+    per skipped file, naming it. The caller decides what a partial set means (the CLI finishes the
+    others and exits non-zero)."""
+    warn = warn or (lambda message: warnings.warn(message, stacklevel=3))
+    out = ImageSet(images={})
+    for name, path in named_paths.items():
+        try:
+            out.images[name] = load_image(path, max_pixels=max_pixels)
+        except ImageError as exc:
+            out.unreadable[str(path)] = str(exc)
+            warn(f"skipped {exc}")
+    return out

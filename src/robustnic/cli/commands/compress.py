@@ -39,9 +39,24 @@ def run_compress(args: argparse.Namespace) -> int:
     codec = load_codec(args.model, device=args.device)
     data = codec.compress(x)
     atomic_write_bytes(args.out, data)
-    h, w = x.shape[-2:]
-    print(f"{args.image}: {w}x{h} -> {args.out}: {len(data)} bytes, {len(data) * 8 / (h * w):.4f} bpp ({codec.name})")
+    print(compress_summary(args.image, args.out, data, tuple(x.shape[-2:]), codec.name))
     return 0
+
+
+def compress_summary(image: str, out: str, data: bytes, size: tuple[int, int], model: str) -> str:
+    """What ``robustnic compress`` prints: sizes, and both rates, each labelled: bpp (payload) counts
+    the entropy-coded strings (CompressAI's and ``eval``'s ``bpp``), bpp (file) the whole file with the
+    container header (``eval``'s ``bpp-file``)."""
+    from robustnic.codecs.base import payload_bits
+
+    h, w = size
+    bits = payload_bits(data)
+    header = len(data) - bits // 8
+    return (f"{image}: {w}x{h} -> {out}: {len(data)} bytes ({model})\n"
+            f"  bpp (payload): {bits / (h * w):.4f}  the codec's coded strings, {bits // 8} bytes "
+            "(CompressAI's bpp; eval's 'bpp')\n"
+            f"  bpp (file):    {len(data) * 8 / (h * w):.4f}  the whole file, {header} bytes of container "
+            "header included (eval's 'bpp-file')")
 
 
 def run_decompress(args: argparse.Namespace) -> int:
