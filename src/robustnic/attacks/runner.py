@@ -245,7 +245,8 @@ def write_triplets(out: str | Path, rows: Sequence[dict[str, Any]], path: str | 
     One row of tiles per result (source | adversarial | clean reconstruction | attacked
     reconstruction | perturbation), titled with method, budget and the real PSNRs, under one line
     of column titles. Tiles are at least 128 pixels (and as wide as their title) and at most 512
-    pixels wide (small crops enlarged pixel by pixel). ``path`` defaults to ``images/IMAGE/triplets.png`` of the rows' image.
+    pixels wide (small crops enlarged pixel by pixel). ``path`` defaults to
+    ``images/IMAGE/triplets.png`` of the rows' image.
     """
     if not rows:
         raise ValueError("write_triplets needs at least one row")
