@@ -56,19 +56,27 @@ class PatchSampler:
     def __len__(self) -> int:
         return len(self.images)
 
-    def sample(self, batch_size: int) -> torch.Tensor:
-        """A batch of random patches in [0, 1], randomly flipped horizontally and vertically."""
+    def sample(self, batch_size: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+        """A batch of random patches in [0, 1], randomly flipped horizontally and vertically.
+
+        With ``world_size`` K > 1 (data-parallel training) the positions of a global batch of
+        ``K · batch_size`` patches are drawn and only slice ``rank`` is cut out: every rank advances
+        the generator alike, and the K slices together are the batch one process would draw.
+        """
         g, p = self.generator, self.patch_size
         out = torch.empty(batch_size, 3, p, p)
-        for i in range(batch_size):
+        first = rank * batch_size
+        for i in range(batch_size * world_size):
             img = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
             top = int(torch.randint(img.shape[1] - p + 1, (1,), generator=g))
             left = int(torch.randint(img.shape[2] - p + 1, (1,), generator=g))
-            patch = img[:, top : top + p, left : left + p]
             flips = torch.randint(2, (2,), generator=g)
+            if not first <= i < first + batch_size:
+                continue
+            patch = img[:, top : top + p, left : left + p]
             if flips[0]:
                 patch = patch.flip(-1)
             if flips[1]:
                 patch = patch.flip(-2)
-            out[i] = patch.float() / 255.0
+            out[i - first] = patch.float() / 255.0
         return out

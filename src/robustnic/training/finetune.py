@@ -199,6 +199,8 @@ class FinetuneTrainer(Trainer):
 
     def save(self) -> None:
         """Checkpoint with up-to-date coder tables, so ``load_codec(path)`` codes with this model."""
+        if not self.rank_info.is_main:
+            return
         self.net.update(force=True)
         super().save()
 
@@ -240,7 +242,7 @@ def finetune(
     result = trainer.fit()
     result |= {"checkpoint": str(trainer.checkpoint_path), "resumed": trainer.resumed,
                "source": trainer.source, "settings": asdict(config)}
-    if export_to is not None:
+    if export_to is not None and trainer.rank_info.is_main:
         result["export"] = export_model(trainer.checkpoint_path, export_to)
     return result
 

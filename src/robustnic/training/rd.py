@@ -35,6 +35,7 @@ from robustnic.data.photos import bundled_photos, center_crop, training_photo_pa
 from robustnic.errors import RobustnicError
 from robustnic.metrics import psnr
 from robustnic.training.config import TrainConfig
+from robustnic.training import distributed
 from robustnic.training.data import PatchSampler
 from robustnic.utils.runtime import resolve_device
 
@@ -124,6 +125,10 @@ class Trainer:
     ``target`` is the train step's hook (default :func:`identity_target`); ``perturb``, a hook that only
     replaces the batch, is the older form of it (``perturbed_target(perturb)``).
 
+    Started by ``torchrun`` it trains data-parallel (:mod:`robustnic.training.distributed`):
+    ``batch_size`` is per process, gradients are averaged over ranks, rank 0 alone validates,
+    checkpoints and logs; ``rank_info`` says where this process stands.
+
     >>> trainer = Trainer(TrainConfig(N=16, M=24, steps=10), "runs/tiny")   # doctest: +SKIP
     >>> trainer.fit()                                                        # doctest: +SKIP
     """
@@ -146,7 +151,8 @@ class Trainer:
             raise ValueError("give either perturb or target, not both")
         self.config, self.out_dir, self.perturb = config, Path(out_dir), perturb
         self.target = target or (perturbed_target(perturb) if perturb is not None else identity_target)
-        self.device, self.progress = resolve_device(device), progress
+        self.rank_info, self.device = distributed.setup(resolve_device(device))
+        self.progress = progress and self.rank_info.is_main
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
@@ -163,6 +169,10 @@ class Trainer:
         self.val_images = val_images if val_images is not None else bundled_photos(crop=config.val_crop)
         self.step, self.elapsed, self.history = 0, 0.0, []
         self.resumed = self._resume()
+        if self.rank_info.enabled:
+            distributed.broadcast_module(self.net)
+            if not self.rank_info.is_main:  # each rank its own quantisation noise
+                torch.manual_seed(config.seed + 7919 * self.rank_info.rank + self.step)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -190,7 +200,9 @@ class Trainer:
         return True
 
     def save(self) -> None:
-        """Write ``last.pth.tar`` atomically (CompressAI layout plus what resuming needs)."""
+        """Write ``last.pth.tar`` atomically (CompressAI layout plus what resuming needs); rank 0 only."""
+        if not self.rank_info.is_main:
+            return
         save_checkpoint(
             {
                 "state_dict": self.net.state_dict(),
@@ -211,7 +223,9 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         """Sample a batch, pass it through the target hook, take one RD step and one auxiliary step."""
         cfg = self.config
-        x, target = self.target(self.net, self.sampler.sample(cfg.batch_size).to(self.device), self.step)
+        rank = self.rank_info
+        batch = self.sampler.sample(cfg.batch_size, rank.rank, rank.world_size)
+        x, target = self.target(self.net, batch.to(self.device), self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.lr_at(self.step)
         self.net.train()
@@ -219,6 +233,7 @@ class Trainer:
         self.aux_optimizer.zero_grad(set_to_none=True)
         terms = rd_loss(self.net(x), target, cfg.lmbda, cfg.metric)
         terms["loss"].backward()
+        distributed.average_gradients(self.optimizer.param_groups[0]["params"], rank.world_size)
         if cfg.clip_max_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"], cfg.clip_max_norm)
         self.optimizer.step()
@@ -226,7 +241,11 @@ class Trainer:
         aux_loss.backward()
         self.aux_optimizer.step()
         self.step += 1
-        return {k: v.item() for k, v in terms.items()} | {"aux": aux_loss.item()}
+        values = torch.stack([v.detach() for v in terms.values()])
+        if rank.enabled:  # log the global batch's terms, not this rank's slice
+            torch.distributed.all_reduce(values)
+            values /= rank.world_size
+        return dict(zip(terms, values.tolist())) | {"aux": aux_loss.item()}
 
     def validate(self) -> dict[str, float]:
         """Clean RD on the validation photos, from real bitstreams (a frozen copy of the model)."""
@@ -258,13 +277,14 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{running['loss']:.3f}", bpp=f"{running['bpp']:.3f}",
                             psnr=f"{-10 * math.log10(max(running['mse'], 1e-10)):.2f}")
-            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+            if (self.step % cfg.val_every == 0 or self.step == cfg.steps) and self.rank_info.is_main:
                 self.history.append({"step": self.step, "train": running, "val": self.validate(),
                                      "elapsed": self.elapsed})
                 bar.write(json.dumps(self.history[-1]))
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save()
-            if deadline is not None and time.monotonic() > deadline and self.step < cfg.steps:
+            if (deadline is not None and self.step < cfg.steps
+                    and distributed.any_rank(time.monotonic() > deadline, self.device)):
                 self.save()
                 break
         bar.close()

@@ -21,10 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from robustnic.training import distributed
     from robustnic.training.finetune import finetune
 
     config = config_from_args(FinetuneConfig, args)
     result = finetune(config, args.out, device=args.device, export_to=args.export, progress=not args.no_progress)
+    distributed.shutdown()
+    if distributed.RankInfo.from_env().rank != 0:  # under torchrun, rank 0 alone reports
+        return 0
     print_json({"step": result["step"], "elapsed_s": round(result["elapsed"], 1), "checkpoint": result["checkpoint"],
                 "last_validation": result["history"][-1] if result["history"] else None,
                 "export": result.get("export")})

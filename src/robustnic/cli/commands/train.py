@@ -31,12 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from robustnic.training import distributed
     from robustnic.training.rd import Trainer
 
     trainer = Trainer(config_from_args(TrainConfig, args), args.out, device=args.device, progress=not args.no_progress)
-    if trainer.resumed:
+    main = trainer.rank_info.is_main  # under torchrun, rank 0 alone reports
+    if trainer.resumed and main:
         print(f"resuming {args.out} at step {trainer.step}")
     result = trainer.fit(time_limit=None if args.time_limit is None else 60 * args.time_limit)
+    distributed.shutdown()
+    if not main:
+        return 0
     print_json({"step": result["step"], "finished": result["finished"], "elapsed_s": round(result["elapsed"], 1),
                 "last_validation": result["history"][-1] if result["history"] else None})
     return 0
