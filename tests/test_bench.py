@@ -228,6 +228,46 @@ def test_sharded_runs_merge_into_the_full_grid(spec_file, reference_store, tmp_p
     capsys.readouterr()
 
 
+def test_print_sbatch_array_run_locally_merges_into_one_run(spec_file, reference_store, tmp_path, capsys):
+    """The script ``--print-sbatch 3`` prints, run as Slurm would (each array task, then the merge job
+    task 0 submitted), with a stand-in ``sbatch``: the merged store holds the rows of one plain run."""
+    store = tmp_path / "out" / "grid.sqlite"
+    assert main(["bench", str(spec_file), "--print-sbatch", "3", "--store", str(store)]) == 0
+    script = capsys.readouterr().out
+    assert script.startswith("#!/bin/bash\n") and "#SBATCH --array=0-2\n" in script
+    assert "--shard $((SLURM_ARRAY_TASK_ID + 1))/3" in script and "--gres" not in script
+    path = tmp_path / "grid.sbatch"
+    path.write_text(script)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text('#!/bin/sh\nprintf \'%s\\0\' "$@" >> "$SBATCH_LOG"\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    env = os.environ | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_ARRAY_JOB_ID": "4242",
+                        "ROBUSTNIC": f"{sys.executable} -m robustnic.cli.main", "SBATCH_LOG": str(tmp_path / "sbatch.log")}
+    for task in range(3):
+        subprocess.run(["bash", str(path)], env=env | {"SLURM_ARRAY_TASK_ID": str(task)}, cwd=tmp_path, check=True,
+                       stdout=subprocess.DEVNULL, timeout=300)
+    submitted = (tmp_path / "sbatch.log").read_text().split("\0")[:-1]  # task 0 alone submits, once
+    assert "--dependency=afterok:4242" in submitted
+    wrap = next(a for a in submitted if a.startswith("--wrap="))[len("--wrap="):]
+    assert not store.exists()
+    subprocess.run(["bash", "-c", wrap], env=env, cwd=tmp_path, check=True, stdout=subprocess.DEVNULL, timeout=120)
+    shards = sorted((tmp_path / "out" / "grid-shards").glob("shard-*.sqlite"))
+    assert [p.name for p in shards] == ["shard-0.sqlite", "shard-1.sqlite", "shard-2.sqlite"]
+    assert all(_rows(p) > 0 for p in shards)
+    assert _contents(store) == _contents(reference_store)
+
+
+def test_print_sbatch_options(spec_file, tmp_path, capsys):
+    assert main(["bench", str(spec_file), "--print-sbatch", "2", "--threads", "4", "--max-pixels", "1000000"]) == 0
+    script = capsys.readouterr().out
+    assert "#SBATCH --cpus-per-task=4" in script and "--threads 4 --max-pixels 1000000" in script
+    assert "results-shards/shard-${SLURM_ARRAY_TASK_ID}.sqlite" in script and "--out results.sqlite" in script
+    assert main(["bench", str(spec_file), "--print-sbatch", "0"]) == 2
+    assert main(["bench", str(spec_file)]) == 2  # a run needs --store
+    assert "--store is required" in capsys.readouterr().err
+
+
 # ----- SIGKILL halfway, then resume ---------------------------------------------------------------------
 def _rows(path: Path) -> int:
     try:

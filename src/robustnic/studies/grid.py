@@ -18,23 +18,20 @@ A spec (TOML, YAML or JSON) holds shared defaults and a list of studies; each st
 
 Every job's configuration is complete (model and image files are fingerprinted by sha256), so its
 key (:func:`~robustnic.studies.store.job_key`, with :func:`code_version`) names exactly one result.
-:func:`run_grid` skips the keys the store already has, runs the rest (in worker processes when
-``workers > 1``) and commits each finished job as one row: a killed run resumes where it stopped.
+:func:`run_grid` skips the keys the store already has, runs the rest on an engine
+(:mod:`robustnic.studies.engines`: here, in worker processes when ``workers > 1``, or as Ray tasks) and
+commits each finished job as one row, in this process alone: a killed run resumes where it stopped.
 ``shard=(i, n)`` keeps the i-th of n disjoint parts (by key), for machines writing separate stores
 that ``merge_stores`` joins later.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import hashlib
 import json
-import multiprocessing
 import os
 import sys
-import threading
-import time
-import traceback
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -49,9 +46,9 @@ from tqdm.auto import tqdm
 from robustnic import __version__
 from robustnic.data.images import DEFAULT_MAX_PIXELS
 from robustnic.errors import ImageError, RobustnicError
-from robustnic.studies.jobs import JOB_KINDS, JobOutput, execute
+from robustnic.studies.engines import Engine, Finished, LocalEngine, make_engine
+from robustnic.studies.jobs import JOB_KINDS, JobOutput
 from robustnic.studies.store import ResultStore, Row, job_key
-from robustnic.utils.runtime import resolve_device
 
 #: Sub-packages whose source defines what a job computes (hashed into :func:`code_version`).
 RESULT_PACKAGES = ("codecs", "attacks", "defenses", "studies", "data", "metrics", "utils")
@@ -220,93 +217,63 @@ class GridSummary:
                 "failed": [{"key": k, "error": e} for k, e in self.failed]}
 
 
-def _watch_parent(parent: int) -> None:
-    """Exit this worker when the process that started it dies (e.g. ``kill -9`` of the runner)."""
-    while True:
-        if os.getppid() != parent:
-            os._exit(1)
-        time.sleep(0.5)
-
-
-def _worker_init(threads: int, parent: int) -> None:
-    import warnings
-
-    import torch
-
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(threads)
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-
-
-def _run_job(kind: str, config: dict[str, Any], device: str) -> tuple[JobOutput | None, float, str | None]:
-    t0 = time.perf_counter()
-    try:
-        return execute(kind, config, device), time.perf_counter() - t0, None
-    except Exception as exc:  # reported per job; the grid goes on
-        detail = traceback.format_exc(limit=4) if not isinstance(exc, RobustnicError) else ""
-        return None, time.perf_counter() - t0, f"{type(exc).__name__}: {exc}\n{detail}".strip()
-
-
 def run_grid(
     jobs: list[Job],
     store: str | os.PathLike,
-    workers: int = 1,
+    workers: int | None = None,
     threads: int = 1,
     device: str = "cpu",
     progress: bool = True,
     on_row: Callable[[Job, JobOutput], None] | None = None,
+    engine: str | Engine = "local",
+    address: str | None = None,
 ) -> GridSummary:
     """Run every job whose key ``store`` lacks; commit each result as its own row.
 
-    ``workers > 1`` runs jobs in that many spawned processes (each with ``threads`` torch threads);
-    ``workers == 1`` runs them here, also with ``threads`` threads (results do not depend on it).
-    A job that raises is reported in the summary and leaves no row, so a rerun retries it.
+    ``engine`` says where jobs run (see :mod:`robustnic.studies.engines`): ``"local"`` runs them here
+    (``workers`` 1, the default) or in that many spawned processes; ``"ray"`` runs each as a Ray task on a
+    local Ray instance with ``workers`` CPUs (default: all) or on the cluster at ``address``; an
+    :class:`~robustnic.studies.engines.Engine` instance is used as given. Every worker runs ``threads``
+    torch threads (results do not depend on it). Whatever the engine, this process alone writes the
+    store. A job that raises is reported in the summary (key and message) and leaves no row, so a rerun
+    retries it; the other jobs go on.
     """
-    import torch
-
-    device = str(resolve_device(device))  # "auto" becomes the real device, in every worker and every row
+    runner = engine if isinstance(engine, Engine) else make_engine(engine, workers, threads, address)
+    if isinstance(runner, LocalEngine):
+        device = runner.resolve_device(device)  # a missing device fails before the store is touched
     with ResultStore(store) as results:
         finished = results.keys()
         pending = [j for j in jobs if j.key not in finished]
         summary = GridSummary(total=len(jobs), skipped=len(jobs) - len(pending))
-        bar = tqdm(total=len(pending), desc="bench", unit="job", disable=not progress)
+        if not pending:
+            return summary  # nothing to run: no engine to start
+        with runner:
+            # "auto" becomes the real device (on the engine's machines), in every worker and every row
+            device = runner.resolve_device(device)
+            bar = tqdm(total=len(pending), desc=f"bench ({runner.name})", unit="job", disable=not progress)
 
-        def record(job: Job, output: JobOutput | None, elapsed: float, error: str | None) -> None:
-            if output is None:
-                summary.failed.append((job.key, error or "unknown error"))
-                tqdm.write(f"failed: {job.describe()}: {(error or '').splitlines()[0]}", file=sys.stderr)
-            else:
-                timing = output.timing | {"elapsed": elapsed, "device": device}
-                row = Row(job.key, job.kind, job.config, job.code_version or code_version(), output.result, timing)
-                results.put(row, output.artifacts)
-                summary.done += 1
-                if on_row is not None:
-                    on_row(job, output)
-            bar.update(1)
+            def record(done: Finished) -> None:
+                job, output = done.job, done.output
+                if output is None:
+                    summary.failed.append((job.key, done.error or "unknown error"))
+                    tqdm.write(f"failed: {job.describe()}: {(done.error or '').splitlines()[0]}", file=sys.stderr)
+                else:
+                    timing = output.timing | {"elapsed": done.elapsed, "device": device}
+                    row = Row(job.key, job.kind, job.config, job.code_version or code_version(), output.result,
+                              timing)
+                    results.put(row, output.artifacts)
+                    summary.done += 1
+                    if on_row is not None:
+                        on_row(job, output)
+                bar.set_postfix_str(job.describe()[:60])
+                bar.update(1)
 
-        if workers <= 1 or len(pending) <= 1:
-            old_threads = torch.get_num_threads()
-            torch.set_num_threads(threads)
             try:
-                for job in pending:
-                    bar.set_postfix_str(job.describe()[:60])
-                    record(job, *_run_job(job.kind, job.config, device))
+                with closing(runner.run(pending, device)) as stream:
+                    for done in stream:
+                        record(done)
             finally:
-                torch.set_num_threads(old_threads)
-        else:
-            context = multiprocessing.get_context("spawn")
-            with futures.ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(threads, os.getpid())
-            ) as pool:
-                running = {pool.submit(_run_job, j.kind, j.config, device): j for j in pending}
-                try:
-                    for fut in futures.as_completed(running):
-                        record(running[fut], *fut.result())
-                except BaseException:
-                    for fut in running:
-                        fut.cancel()
-                    raise
-        bar.close()
+                bar.close()
     return summary
 
 
