@@ -9,7 +9,8 @@ argument is plural (or its help mentions a folder). "Handled correctly" means:
 * a ``too-large`` or ``invalid`` file given alone: exit 2, stderr is exactly one line
   ``robustnic CMD: error: ...`` naming the file, and no output file (nor a temporary one) left;
 * a folder holding the whole corpus: either exit 2 with that one line and nothing written
-  (fail fast), or exit 0 with exactly one stderr line per bad file naming it (skip and warn);
+  (fail fast), or skip and warn: exactly one stderr line per bad file naming it, the other images'
+  outputs written, a last line ``robustnic CMD: N of M images could not be read ...`` and exit 1;
 * ``--max-pixels`` exists and is applied;
 * never a traceback, never a hang (every run has a timeout).
 
@@ -166,6 +167,16 @@ def check_refused(cmd: str, rc: int | None, stderr: str, name: str, out: Path) -
     assert written(out) == [], f"{cmd} {name}: left {written(out)}"
 
 
+def check_skipped(cmd: str, rc: int | None, stderr: str, out: Path) -> None:
+    """Skip and warn: exit 1, one line per bad file naming it, a count at the end, outputs written."""
+    lines = stderr.strip().splitlines()
+    assert rc == 1 and "Traceback" not in stderr, f"{cmd}: exit {rc}\n{stderr[-2000:]}"
+    for e in BAD:
+        assert sum(e.name in line for line in lines) == 1, f"{cmd}: no one-line warning for {e.name}"
+    assert lines[-1].startswith(f"robustnic {cmd}: {len(BAD)} of ") and "could not be read" in lines[-1], lines[-1]
+    assert written(out), f"{cmd}: the readable images' outputs were not written"
+
+
 def check_processed(cmd: str, rc: int | None, stderr: str, name: str, out: Path) -> None:
     assert rc == 0, f"{cmd} {name}: exit {rc}\n{stderr[-2000:]}"
     assert "Traceback" not in stderr
@@ -249,10 +260,7 @@ def test_command_over_the_corpus(cmd, results, request):
                 if r["rc"] == 2:
                     check_refused(cmd, r["rc"], r["stderr"], "", out)
                 else:
-                    assert r["rc"] == 0 and "Traceback" not in r["stderr"], r["stderr"][-2000:]
-                    lines = r["stderr"].strip().splitlines()
-                    for e in BAD:
-                        assert sum(e.name in line for line in lines) == 1, f"{cmd}: no one-line warning for {e.name}"
+                    check_skipped(cmd, r["rc"], r["stderr"], out)
             elif r["kind"] == "valid-folder" and cmd in BATCH_COMMANDS:
                 check_refused(cmd, r["rc"], r["stderr"], "", out)
                 assert "differ in size" in r["stderr"]
@@ -271,14 +279,13 @@ def test_command_over_the_corpus(cmd, results, request):
 @pytest.mark.parametrize("cmd", [c for c in ("compress", "eval", "attack") if c in IMAGE_COMMANDS])
 def test_command_as_the_user_sees_it(cmd, corpus, tmp_path):
     """A real process: the whole corpus folder (or a bomb, for one-file commands) gives exit 2 and
-    one line, or exit 0 and one warning line per bad file; never a traceback."""
+    one line, or exit 1 after one warning line per bad file and a count; never a traceback."""
     if _takes_folder(SUBCOMMANDS[cmd]):
         proc = run_cli(command_argv(cmd, corpus, tmp_path / "out"))
-        if proc.returncode == 0:
-            lines = proc.stderr.strip().splitlines()
-            assert all(sum(e.name in line for line in lines) == 1 for e in BAD), proc.stderr[-2000:]
-        else:
+        if proc.returncode == 2:
             check_refused(cmd, proc.returncode, proc.stderr, "", tmp_path / "out")
+        else:
+            check_skipped(cmd, proc.returncode, proc.stderr, tmp_path / "out")
     else:
         proc = run_cli(command_argv(cmd, corpus / "bomb_400mp.png", tmp_path / "out"))
         check_refused(cmd, proc.returncode, proc.stderr, "bomb_400mp.png", tmp_path / "out")

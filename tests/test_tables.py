@@ -120,9 +120,9 @@ def _same(a, b) -> bool:
 
 def test_attack_summary_and_report_give_identical_means_with_inf_nan_and_none(tmp_path):
     cli_rows = [_cli_row(*v) for v in _VALUES]
-    # the attack command's path: summarize -> results.json and summary.csv
+    # the attack command's path: summarize -> summary.json and summary.csv
     _write_tables(tmp_path / "attack", cli_rows, {"config": {}})
-    saved = json.loads((tmp_path / "attack" / "results.json").read_text())
+    saved = json.loads((tmp_path / "attack" / "summary.json").read_text())
     (summary,) = [from_json(s) for s in saved["summary"]]
     assert summary == from_json(json_safe(summarize(cli_rows)[0]))  # what the file holds is the summary
     with open(tmp_path / "attack" / "summary.csv") as f:

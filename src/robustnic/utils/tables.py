@@ -1,7 +1,7 @@
 """Tables of results: JSON-safe values, CSV text and files, and means over groups of rows, one rule each.
 
 Every table robustnic writes or prints goes through these helpers: the ``attack`` command's
-``results.json`` and ``summary.csv``, ``eval``'s ``rd.json`` and ``rd.csv``, a store's export, the
+``summary.json/csv`` and ``per_image.json/csv``, ``eval``'s ``rd.json`` and ``rd.csv``, a store's export, the
 report, the robustness curves and the ``defend`` summary. So the same rows give the same means
 wherever they are averaged.
 

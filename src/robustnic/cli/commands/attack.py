@@ -18,7 +18,8 @@ from pathlib import Path
 
 from robustnic.attacks.registry import ATTACK_NAMES, OBJECTIVE_NAMES, REFERENCES
 from robustnic.cli.commands import help_of
-from robustnic.cli.common import add_device, add_images, add_model, add_seed, out_dir, print_json
+from robustnic.cli.common import (add_device, add_images, add_model, add_seed, load_images, out_dir, print_json,
+                                  unreadable_status)
 from robustnic.codecs.options import STANDINS
 
 NAME = "attack"
@@ -61,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bitstreams (compress -> bytes -> decompress of the 8-bit adversarial image).",
     )
     add_model(p)
-    add_images(p)
+    add_images(p, skips_unreadable=True)
     p.add_argument("--method", action="append", default=None, choices=[*ATTACK_NAMES, "all"],
                    help="attack method; repeatable; 'all' = every method (default: paper)")
     p.add_argument("--budget", "-b", action="append", default=None,
@@ -94,14 +95,15 @@ def run(args: argparse.Namespace) -> int:
     from robustnic.attacks import ATTACKS, AttackRunDir, parse_budget, parse_mask, run_attacks
     from robustnic.codecs import load_codec
     from robustnic.data.images import load_image
-    from robustnic.data.photos import center_crop, load_photo_set
+    from robustnic.data.photos import center_crop
     from robustnic.errors import ImageError
 
     methods = list(ATTACKS) if args.method and "all" in args.method else (args.method or ["paper"])
     budgets = [str(parse_budget(b)) for b in args.budget or ["psnr:40"]]
     torch.manual_seed(args.seed)  # a randomly initialised model (":random" specs) is the same on every rerun
     codec = load_codec(args.model, args.device)
-    images = load_photo_set(args.images, crop=args.crop, max_pixels=args.max_pixels)
+    loaded = load_images(args)  # unreadable files: skipped with a warning, exit 1 at the end
+    images = loaded.images
     target = None
     if args.target is not None:
         target = load_image(args.target)
@@ -138,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     report = state.finish()
     if args.json:
         print_json(report["summary"])
-        return 0
+        return unreadable_status(args, loaded)
     cols = [("method", "method", "{}"), ("budget", "budget", "{}"), ("n", "n", "{}"), ("psnr-in", "PSNR in", "{:.2f}"),
             ("psnr-clean", "PSNR clean", "{:.2f}"), ("psnr-out", "PSNR attacked", "{:.2f}"),
             ("delta-psnr", "VI", "{:.2f}"), ("bpp-clean", "bpp clean", "{:.4f}"), ("bpp-adv", "bpp attacked", "{:.4f}"),
@@ -154,4 +156,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(results)} result(s){earlier} to {args.out}: summary.json/.csv (means over n images), "
           "per_image.json/.csv, and per image images/IMAGE/: source.png, clean-reconstruction.png, "
           "triplets.png, METHOD--BUDGET/{adversarial,reconstruction,perturbation}.png")
-    return 0
+    return unreadable_status(args, loaded)
