@@ -24,10 +24,8 @@ def _img(seed: int, size: int = 48) -> torch.Tensor:
     return torch.rand(1, 3, size, size, generator=g).mul(255).round().div(255)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A store with hand-made rows of every kind (no codec runs: the report only reads rows)."""
-    path = tmp_path_factory.mktemp("store") / "s.sqlite"
+def make_store(path):
+    """A store at ``path`` with hand-made rows of every kind (no codec runs: the report only reads rows)."""
     x = _img(0)
     x_adv = (x + 0.02 * torch.sign(_img(1) - 0.5)).clamp(0, 1).mul(255).round().div(255)
     rc = x.clone()
@@ -65,6 +63,12 @@ def store(tmp_path_factory):
                                            "defense": "none", "attack": "paper", "budget": "psnr:40"}, "v1",
                   matrix.as_dict()))
     return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """The store of :func:`make_store`, once per module."""
+    return make_store(tmp_path_factory.mktemp("store") / "s.sqlite")
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +201,194 @@ def test_the_report_layer_does_not_import_the_code_that_runs_studies():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not [n for n in names if n.startswith(banned)], (path.name, names)
+
+
+# ----- every image panel renders ------------------------------------------------------------------
+def _tiles(png: bytes, heights: list[int], ncols: int, titled: bool, row_labels: bool = False):
+    """The tiles of a panel, decoded with Pillow, row by row."""
+    from robustnic.report.panels import tile_boxes
+
+    img = Image.open(io.BytesIO(png))
+    img.load()
+    return [[img.crop(box).convert("RGB") for box in row] for row in tile_boxes(heights, ncols, titled, row_labels)]
+
+
+def _distinct(tile: Image.Image) -> int:
+    return len(tile.getcolors(maxcolors=1 << 24))
+
+
+def _shifted(x: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """``x`` brighter by ``low`` levels in the top half, ``high`` in the bottom half (the shift baseline)."""
+    out = x.clone()
+    h = x.shape[-2]
+    out[..., : h // 2, :] += low / 255
+    out[..., h // 2 :, :] += high / 255
+    return out.clamp(0, 1)
+
+
+@pytest.mark.parametrize("kind", ["gradient", "shift", "none"])
+def test_every_attack_panel_kind_decodes_to_tiles_with_content(kind):
+    x = _img(3, 64).mul(0.8).add(0.1).mul(255).round().div(255)  # no value near 0 or 1: nothing clips
+    x_adv = {"gradient": (x + 0.02 * torch.sign(_img(4, 64) - 0.5)).clamp(0, 1),
+             "shift": _shifted(x, 2, 3), "none": x.clone()}[kind]
+    rc = x.clone()
+    ra = x_adv.clone()
+    ra[..., 8:20, 30:44] = 0.5
+    png = attack_panel(x, x_adv, rc, ra, title=f"panel {kind}")
+    assert _distinct(Image.open(io.BytesIO(png)).convert("RGB")) > 100
+    for row in _tiles(png, [240, 240], 5, titled=True):
+        for col, tile in enumerate(row):
+            assert tile.size == (240, 240)
+            assert _distinct(tile) > 1, (kind, col)  # no blank tile, the perturbation's zoom included
+    pert, pert_zoom = (row[2] for row in _tiles(png, [240, 240], 5, titled=True))
+    if kind != "gradient":
+        # a constant perturbation is one grey with its value written on it, not two amplified halves
+        for tile in (pert, pert_zoom):
+            colours = tile.getcolors(maxcolors=1 << 16)
+            top_share = max(colours)[0] / (240 * 240)
+            assert top_share > 0.8, (kind, top_share)
+            upper, lower = tile.crop((20, 20, 220, 60)), tile.crop((20, 180, 220, 220))
+            assert max(upper.getcolors(1 << 16))[1] == max(lower.getcolors(1 << 16))[1]
+
+
+def test_a_uniform_perturbation_is_recognised_and_measured():
+    from robustnic.report import uniform_offset
+
+    x = _img(5, 32).mul(0.8).add(0.1)
+    assert uniform_offset(_shifted(x, 2, 3) - x) == pytest.approx(2.5, abs=0.05)
+    assert uniform_offset(-3 / 255 * torch.ones_like(x)) == pytest.approx(-3.0)
+    assert uniform_offset(torch.zeros_like(x)) == 0.0
+    assert uniform_offset(0.02 * torch.sign(_img(6, 32) - 0.5)) is None  # ±5 levels: amplified as before
+    # a few clipped values do not make a shift look like noise
+    delta = 2 / 255 * torch.ones_like(x)
+    delta[..., :2, :] = 0.0
+    assert uniform_offset(delta) == pytest.approx(2.0)
+
+
+def test_generation_strip_decodes_with_content_in_every_tile():
+    from robustnic.report import generation_strip
+
+    x = _img(7, 48)
+    png = generation_strip({"codec a": {1: x, 3: x.flip(-1)}, "codec b": {1: x.flip(-2)}}, x, crop=32)
+    for r, row in enumerate(_tiles(png, [240, 240], 3, titled=False, row_labels=True)):
+        for col, tile in enumerate(row):
+            assert _distinct(tile) > 1, (r, col)  # "not kept" is a labelled tile, not a blank
+
+
+# ----- figures: RD lines per family, spread, shared heatmap scale, readable labels ----------------
+@pytest.fixture
+def drawn(monkeypatch):
+    """The matplotlib figures the report draws (their PNGs are still made)."""
+    from robustnic.report import figures
+
+    made = []
+    real = figures.figure_png
+
+    def capture(fig):
+        made.append(fig)
+        return real(fig)
+
+    monkeypatch.setattr(figures, "figure_png", capture)
+    return made
+
+
+def test_rd_plot_draws_a_line_per_family_with_a_marker_per_rate(drawn):
+    from robustnic.report.figures import rd_figure
+    from robustnic.report.html import rate_label, rd_series
+
+    means = [{"model": f"hyperprior-long:q{q}", "defense": "none", "bpp": 0.1 * q, "psnr-rgb": 25.0 + q} for q in (8, 2, 5)]
+    means += [{"model": f"jpeg:q{q}", "defense": "none", "bpp": q / 40, "psnr-rgb": 20.0 + q / 10} for q in (10, 50, 90)]
+    means += [{"model": "hyperprior-small:q3", "defense": "ensemble", "bpp": 0.4, "psnr-rgb": 27.0}]
+    series = rd_series(means)
+    assert sorted(series) == ["hyperprior-long", "hyperprior-small +ensemble", "jpeg"]
+    assert [p[2] for p in series["hyperprior-long"]] == ["q8", "q2", "q5"] and rate_label("jpeg:q50") == "q50"
+    rd_figure(series)
+    (ax,) = drawn[-1].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"hyperprior-long", "hyperprior-small +ensemble (q3)", "jpeg"}
+    assert list(lines["hyperprior-long"].get_xdata()) == pytest.approx([0.2, 0.5, 0.8])  # one marker per rate, by bpp
+    assert lines["jpeg"].get_linestyle() == "--" and lines["hyperprior-long"].get_linestyle() == "-"
+    assert {t.get_text() for t in ax.texts} >= {"q2", "q5", "q8", "q10", "q50", "q90"}
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == sorted(lines)
+    assert not ax.child_axes  # nothing crowds: no inset
+    # models that meet at one rate get a magnified inset with every family in it
+    rd_figure({"a": [(0.40, 27.0, "q3")], "b": [(0.401, 27.01, "q3")], "jpeg": [(0.3, 25.0, "q10"), (2.0, 36.0, "q90")]})
+    (inset,) = drawn[-1].axes[0].child_axes
+    assert len(inset.get_lines()) == 3 and inset.get_xlim()[0] < 0.40 < 0.401 < inset.get_xlim()[1]
+
+
+def test_heatmaps_share_one_scale_with_two_decimals_full_names_and_readable_labels(drawn):
+    from robustnic.report.figures import heatmap_figure, metric_label, wrap_label
+    from robustnic.report.html import shared_scale
+
+    names = ["hyperprior-small-robust:q2", "bmshj2018-hyperprior:8:mse", "jpeg:q50"]
+    a = TransferMatrix(names, names, {"psnr-drop": [[0.41, 0.05, 0.0], [0.12, 0.33, 0.01], [0.2, 0.1, 0.3]]})
+    b = TransferMatrix(["a", "b"], ["a", "b"], {"psnr-drop": [[2.5, -0.25], [0.5, 1.0]]})
+    assert shared_scale([a, b]) == (-0.25, 2.5)
+    for m in (a, b):
+        heatmap_figure(m, "psnr-drop", vmin=-0.25, vmax=2.5)
+    for fig, m in zip(drawn[-2:], (a, b)):
+        ax, bar = fig.axes
+        assert ax.images[0].get_clim() == (-0.25, 2.5)  # the same colours mean the same dB everywhere
+        cells = [t.get_text() for t in ax.texts]
+        assert all(re.fullmatch(r"-?\d+\.\d\d", c) for c in cells) and ("0.41" in cells or "2.50" in cells)
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert [t.replace("\n", "") for t in ticks] == [c.replace(" ", "") for c in m.cols]  # wrapped, never cut
+        assert bar.get_ylabel() == "PSNR drop (dB)" and "psnr-drop" not in ax.get_title()
+    assert metric_label("psnr-drop") == "PSNR drop (dB)"
+    assert wrap_label("hyperprior-small-robust:q2") == "hyperprior-small-\nrobust:q2"
+
+
+def _multi_image_store(path):
+    """One model attacked on three images at psnr:40 and on one of them at psnr:30 and psnr:50."""
+    with ResultStore(path) as s:
+        for i, (image, budget, out) in enumerate([("a", "psnr:40", 24.0), ("b", "psnr:40", 26.0), ("c", "psnr:40", 25.0),
+                                                   ("a", "psnr:30", 18.0), ("a", "psnr:50", 29.0),
+                                                   ("b", "psnr:30", 20.0), ("b", "psnr:50", 29.5)]):
+            config = {"kind": "attack", "model": "hyperprior-long:q4", "defense": "none", "attack": "paper",
+                      "budget": budget, "objective": "distortion", "standin": "none", "steps": 10, "adaptive": False,
+                      "crop": 48, "seed": 0, "image": {"name": image}}
+            clean = {"a": 30.0, "b": 31.0, "c": 29.0}[image]
+            s.put(Row(f"m{i}", "attack", config, "v1", {
+                "psnr-in": float(budget[5:]), "psnr-clean": clean, "psnr-out": out, "psnr-drop": clean - out,
+                "delta-psnr": 6.54321, "bpp-clean": 0.40123, "bpp-adv": 0.41234, "bpp-increase": 0.01111,
+                "budget-ok": True}))
+    return path
+
+
+def test_attack_table_groups_by_model_and_image_set_with_fixed_precision(tmp_path, drawn):
+    page = build_report(_multi_image_store(tmp_path / "s.sqlite"), tmp_path / "out").read_text()
+    section = re.search(r'<section id="attacks">(.*?)</section>', page, re.S).group(1)
+    headers = re.findall(r'<tr class="group"><th class="l" colspan="\d+">([^<]+)</th></tr>', section)
+    # c was attacked at 40 dB only: the 3-image row and the 2-image rows are apart, each under its header
+    assert headers == ["hyperprior-long:q4 · 3 images: a, b, c", "hyperprior-long:q4 · 2 images: a, b"]
+    assert "image sets differ in size" in section
+    first, second = section.split('<tr class="group">')[1:3]
+    assert first.count("<tr>") == 1 and second.count("<tr>") == 2
+    assert re.findall(r"<td[^>]*>(psnr:\d\d)</td>", second) == ["psnr:30", "psnr:50"]  # in budget order
+    cells = re.findall(r"<td>([^<]*)</td>", first)
+    assert "6.54" in cells and "0.401" in cells and "0.412" in cells and "0.011" in cells and "100%" in cells
+    assert "5.00" in cells and "3" in cells  # drop (mean of 6, 5, 4) and n
+    assert not re.search(r"<td>-?\d+\.\d{4,}</td>", section)  # no 4-decimal cell left
+
+
+def test_robustness_curves_and_bars_show_the_spread_over_images(tmp_path, drawn):
+    from robustnic.report.html import attack_bars, curve_spread
+    from robustnic.studies.curves import robustness_curves
+
+    path = _multi_image_store(tmp_path / "s.sqlite")
+    with ResultStore(path) as s:
+        rows = s.rows("attack")
+    (curve,) = robustness_curves(rows)
+    assert curve.budgets == [30.0, 40.0, 50.0] and curve.images == [2, 2, 2]
+    spread = curve_spread(curve, rows)
+    assert spread["psnr-out"] == ([18.0, 24.0, 29.0], [20.0, 26.0, 29.5])  # min–max over a and b (c is not on the curve)
+    assert curve_spread(curve, [r for r in rows if r.config["image"]["name"] == "a"]) is None  # one image: no band
+    (bar,) = attack_bars(rows, "psnr:40")
+    assert (bar.n, bar.mean, bar.low, bar.high) == (3, 5.0, 4.0, 6.0)
+    page = build_report(path, tmp_path / "out").read_text()
+    assert "Shaded: min–max over the images" in page and "whiskers: min–max" in page
+    curves_fig = next(f for f in drawn if len(f.axes) == 2 and "under attack" in f.axes[0].get_title())
+    assert all(ax.collections for ax in curves_fig.axes)  # a band on both plots
+    bars_fig = next(f for f in drawn if f.axes and f.axes[0].get_xlabel() == "PSNR drop (dB)")
+    assert any(t.get_text() == "n=3" for t in bars_fig.axes[0].texts)

@@ -8,9 +8,10 @@ are registered per job kind (:func:`register_section`); a kind without one gets 
 PosixPath('report/report.html')
 """
 
-from robustnic.report.figures import heatmap_figure, rd_figure, recompression_figure, robustness_figure
+from robustnic.report.figures import (bar_figure, heatmap_figure, metric_label, rd_figure, recompression_figure,
+                                      robustness_figure)
 from robustnic.report.html import REPORT_NAME, build_report, render_report
-from robustnic.report.panels import amplified_perturbation, attack_panel, generation_strip, zoom_window
+from robustnic.report.panels import amplified_perturbation, attack_panel, generation_strip, uniform_offset, zoom_window
 from robustnic.report.sections import ReportContext, generic_section, register_section
 
 __all__ = [
@@ -18,14 +19,17 @@ __all__ = [
     "ReportContext",
     "amplified_perturbation",
     "attack_panel",
+    "bar_figure",
     "build_report",
     "generation_strip",
     "generic_section",
     "heatmap_figure",
+    "metric_label",
     "rd_figure",
     "recompression_figure",
     "register_section",
     "render_report",
     "robustness_figure",
+    "uniform_offset",
     "zoom_window",
 ]

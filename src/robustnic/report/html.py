@@ -28,10 +28,12 @@ from typing import Any, Iterable
 
 from robustnic import __version__
 from robustnic.attacks import BASELINES
-from robustnic.report.figures import heatmap_figure, rd_figure, recompression_figure, robustness_figure
+from robustnic.report.figures import (Bar, Spread, bar_figure, heatmap_figure, metric_label, rd_figure,
+                                      recompression_figure, robustness_figure)
 from robustnic.report.panels import attack_panel, generation_strip
-from robustnic.report.sections import ReportContext, fmt, html_table, img_tag, register_section, render_sections
-from robustnic.studies.curves import CURVE_METRICS, robustness_curves
+from robustnic.report.sections import (BPP, DB, SSIM, ReportContext, fmt, html_table, img_tag, register_section,
+                                       render_sections)
+from robustnic.studies.curves import CURVE_KEYS, CURVE_METRICS, RobustnessCurve, budget_axis, budget_cap, robustness_curves
 from robustnic.studies.recompression import recompression_series
 from robustnic.studies.store import ResultStore, Row, export_rows, latest_rows, row_means
 from robustnic.utils.tables import finite_mean
@@ -51,6 +53,7 @@ td.l,th.l{text-align:left} tr:nth-child(even) td{background:#fafbfc}
 img{max-width:100%;height:auto;display:block;margin:6px 0 12px}
 figure{margin:0 0 18px} figcaption{font-size:12.5px;color:#56606b}
 nav a{margin-right:14px;font-size:13.5px} code{background:#eef2f6;padding:0 3px;border-radius:3px}
+tr.group th{background:#e2e8ef;text-align:left;font-weight:600;padding-top:5px}
 """
 
 
@@ -59,6 +62,39 @@ def family(model: str) -> str:
     """A codec's family for RD lines: the spec without its quality (``jpeg:q50`` -> ``jpeg``)."""
     parts = [p for p in str(model).split(":") if not re.fullmatch(r"q?\d+", p)]
     return ":".join(parts)
+
+
+def rate_label(model: str) -> str:
+    """The rate part of a codec spec, as written (``jpeg:q50`` -> ``q50``; ``"" `` when it has none)."""
+    return ":".join(p for p in str(model).split(":") if re.fullmatch(r"q?\d+", p))
+
+
+def image_name(row: Row) -> str:
+    """The name of the image a row was run on (its hash when it has no name; ``?`` when unrecorded)."""
+    image = row.config.get("image")
+    if isinstance(image, dict):
+        return str(image.get("name") or image.get("sha256") or "?")
+    return "?" if image is None else str(image)
+
+
+def _setting(config: dict[str, Any], by: Iterable[str]) -> tuple[str, ...]:
+    return tuple(repr(config.get(k)) for k in by)
+
+
+def image_sets(rows: Iterable[Row], by: Iterable[str]) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """The sorted image names of each setting (the ``repr`` of its configuration values ``by``)."""
+    by = tuple(by)
+    sets: dict[tuple[str, ...], set[str]] = {}
+    for r in rows:
+        sets.setdefault(_setting(r.config, by), set()).add(image_name(r))
+    return {k: tuple(sorted(v)) for k, v in sets.items()}
+
+
+def image_set_label(names: Iterable[str], most: int = 4) -> str:
+    """``3 images: a, b, c`` (the first ``most`` names, then how many more)."""
+    names = list(names)
+    shown = ", ".join(names[:most]) + (f" +{len(names) - most} more" if len(names) > most else "")
+    return f"{len(names)} image{'s' if len(names) != 1 else ''}: {shown}"
 
 
 def _label(config: dict[str, Any]) -> str:
@@ -81,27 +117,53 @@ def rd_means(rows: Iterable[Row]) -> list[dict[str, Any]]:
 
 @register_section("rd")
 def rd_section(ctx: ReportContext) -> str:
-    """Clean rate-distortion: a table of means and the RD plot."""
+    """Clean rate-distortion: a table of means grouped by codec family and image set, and the RD plot."""
     rows, figures = ctx.rows("rd"), ctx.figures
     if not rows:
         return ""
     means = rd_means(rows)
-    means.sort(key=lambda r: (family(r["model"]), r["bpp"]))
-    series: dict[str, list[tuple[float, float]]] = {}
+    sets = image_sets(rows, RD_BY)
     for r in means:
-        name = family(r["model"]) + ("" if r["defense"] in (None, "none") else f" +{r['defense']}")
-        series.setdefault(name, []).append((r["bpp"], r["psnr-rgb"]))
-    table = html_table(means, [("model", "codec"), ("defense", "defense"), ("crop", "crop"), ("bpp", "bpp"),
-                               ("bpp-file", "bpp (file)"), ("psnr-rgb", "PSNR (dB)"), ("ms-ssim-rgb", "MS-SSIM"),
-                               ("n", "images")], left=2)
+        r["family"] = family(r["model"]) + ("" if r["defense"] in (None, "none") else f" +{r['defense']}")
+        r["images"] = sets.get(_setting(r, RD_BY), ())
+    means.sort(key=lambda r: (r["family"], -len(r["images"]), r["images"], _num(r["bpp"])))
+    series = rd_series(means)
+    table = html_table(means, [("model", "codec"), ("defense", "defense"), ("crop", "crop"), ("bpp", "bpp", BPP),
+                               ("bpp-file", "bpp (file)", BPP), ("psnr-rgb", "PSNR (dB)", DB),
+                               ("ms-ssim-rgb", "MS-SSIM", SSIM), ("n", "images")], left=2,
+                       group=lambda r: html.escape(f"{r['family']} · {image_set_label(r['images'])}"))
     return (
         '<section id="rd"><h2>Clean rate-distortion</h2>'
-        '<p class="note">Means over images; bpp counts the entropy-coded payload (for JPEG/WebP: the whole '
-        "JPEG/WebP file), “bpp (file)” the robustnic container too.</p>"
+        '<p class="note">Means over images, grouped by codec family and the images the means are over; bpp counts '
+        "the entropy-coded payload (for JPEG/WebP: the whole JPEG/WebP file), “bpp (file)” the robustnic container "
+        "too.</p>"
         f"{table}<figure>{img_tag(figures.setdefault('rd.png', rd_figure(series)), 'RD plot')}"
-        "<figcaption>PSNR vs bpp per codec family."
-        "</figcaption></figure></section>"
+        "<figcaption>PSNR vs bpp: one line per codec family, a marker per rate (labelled with its quality when "
+        "the family has several).</figcaption></figure></section>"
     )
+
+
+def rd_series(means: Iterable[dict[str, Any]]) -> dict[str, list[tuple[float, float, str]]]:
+    """The RD plot's lines from RD means: codec family (+defense) -> [(bpp, PSNR, rate label), ...]."""
+    series: dict[str, list[tuple[float, float, str]]] = {}
+    for r in means:
+        name = family(r["model"]) + ("" if r.get("defense") in (None, "none") else f" +{r['defense']}")
+        series.setdefault(name, []).append((r["bpp"], r["psnr-rgb"], rate_label(r["model"])))
+    return series
+
+
+def _num(v: Any) -> float:
+    """``v`` as a sort key: a finite number, else +inf (so missing values sort last)."""
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.inf
+
+
+def _budget_key(budget: Any) -> tuple[str, float, str]:
+    """Budgets in order of kind and value (``psnr:30`` before ``psnr:45``), unparsable ones by text."""
+    try:
+        kind, value = budget_axis(str(budget))
+    except ValueError:
+        return (str(budget), math.inf, str(budget))
+    return (kind, value, str(budget))
 
 
 #: Configuration keys that identify an attack setting in the report's table (all but the image).
@@ -115,24 +177,56 @@ def attack_means(rows: Iterable[Row]) -> list[dict[str, Any]]:
     return row_means(rows, ATTACK_BY, ATTACK_METRICS)
 
 
+#: The attack table's columns: (key, header, format).
+ATTACK_COLUMNS = [
+    ("model", "model"), ("defense", "defense"), ("attack", "attack"), ("budget", "budget"), ("adaptive", "adaptive"),
+    ("steps", "steps"), ("psnr-in", "PSNR in", DB), ("psnr-clean", "PSNR clean", DB),
+    ("psnr-out", "PSNR attacked", DB), ("psnr-drop", "drop (dB)", DB), ("delta-psnr", "ΔPSNR (VI)", DB),
+    ("bpp-clean", "bpp clean", BPP), ("bpp-adv", "bpp attacked", BPP), ("bpp-increase", "bpp +", BPP),
+    ("budget-ok", "in budget", "%"), ("n", "images"),
+]
+
+
+def attack_bars(rows: list[Row], budget: str, metric: str = "psnr-drop") -> list[Bar]:
+    """Per attack setting at ``budget``: the mean of ``metric`` over its images and their min–max, in the
+    order of the attack table (model, images, defense, attack)."""
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for r in rows:
+        if r.config.get("budget") == budget:
+            groups.setdefault(_setting(r.config, ATTACK_BY), []).append(r)
+    bars = []
+    for members in groups.values():
+        c = members[0].config
+        values = [v for v in (m.result.get(metric) for m in members)
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        if not values:
+            continue
+        label = f"{_label(c)} · {c.get('attack')}" + (" (adaptive)" if c.get("adaptive") else "")
+        bars.append(Bar(label, sum(values) / len(values), min(values), max(values), len(values)))
+    return sorted(bars, key=lambda b: b.label)
+
+
 @register_section("attack")
 def attack_section(ctx: ReportContext) -> str:
-    """Attacks: a table of means and, per setting, a panel of the image the attack hurt most."""
+    """Attacks: a table of means grouped by model and image set, bars of the damage at the budget most
+    settings share, and per setting a panel of the image the attack hurt most."""
     rows, store, max_panels, figures = ctx.rows("attack"), ctx.store, ctx.max_panels, ctx.figures
     if not rows:
         return ""
     means = attack_means(rows)
-    means.sort(key=lambda r: (str(r["model"]), str(r["defense"]), str(r["attack"]), str(r["budget"])))
-    table = html_table(means, [
-        ("model", "model"), ("defense", "defense"), ("attack", "attack"), ("budget", "budget"), ("adaptive", "adaptive"),
-        ("steps", "steps"), ("psnr-in", "PSNR in"), ("psnr-clean", "PSNR clean"), ("psnr-out", "PSNR attacked"),
-        ("psnr-drop", "drop (dB)"), ("delta-psnr", "ΔPSNR (VI)"), ("bpp-clean", "bpp clean"),
-        ("bpp-adv", "bpp attacked"), ("bpp-increase", "bpp +"), ("budget-ok", "in budget"), ("n", "images"),
-    ], left=4)
+    sets = image_sets(rows, ATTACK_BY)
+    for r in means:
+        r["images"] = sets.get(_setting(r, ATTACK_BY), ())
+    means.sort(key=lambda r: (str(r["model"]), -len(r["images"]), r["images"], str(r["defense"]), str(r["attack"]),
+                              _budget_key(r["budget"])))
+    distinct = {(str(r["model"]), r["images"]) for r in means}
+    mixed = len({len(r["images"]) for r in means}) > 1
+    table = html_table(means, ATTACK_COLUMNS, left=4,
+                       group=lambda r: html.escape(f"{r['model']} · {image_set_label(r['images'])}"))
     # panels: per setting, the image the attack hurt most
     groups: dict[tuple, list[Row]] = {}
     for r in rows:
-        groups.setdefault(tuple(repr(r.config.get(k)) for k in ATTACK_BY), []).append(r)
+        groups.setdefault(_setting(r.config, ATTACK_BY), []).append(r)
     def drop(r: Row) -> float:
         v = r.result.get("psnr-drop")
         return v if isinstance(v, (int, float)) and math.isfinite(v) else -math.inf
@@ -142,6 +236,17 @@ def attack_section(ctx: ReportContext) -> str:
     shared = Counter(m[0].config["budget"] for m in groups.values())
     ordered = sorted(groups.values(), key=lambda m: (-shared[m[0].config["budget"]], str(m[0].config["budget"]),
                                                      m[0].config["attack"] in BASELINES, -max(map(drop, m))))
+    bars_html = ""
+    # the bars: at the budget most settings share, of those the one run on the most images
+    rows_at = Counter(r.config["budget"] for r in rows)
+    top_budget = max(shared, key=lambda b: (shared[b], rows_at[b], -_budget_key(b)[1]))
+    bars = attack_bars(rows, top_budget)
+    if bars:
+        png = figures.setdefault("attack-bars.png", bar_figure(
+            bars, metric_label("psnr-drop"), f"Reconstruction PSNR drop at {top_budget}"))
+        bars_html = (f"<figure>{img_tag(png, 'PSNR drop per setting')}<figcaption>Mean reconstruction PSNR drop "
+                     f"(clean − attacked) per setting at {html.escape(str(top_budget))}, the budget most settings "
+                     "share; whiskers: min–max over the images (n beside each bar).</figcaption></figure>")
     panels = []
     for members in ordered:
         if len(panels) >= max_panels:
@@ -152,41 +257,89 @@ def attack_section(ctx: ReportContext) -> str:
         if not all(n in art for n in needed):
             continue
         c = worst.config
-        title = f"{_label(c)} · {c['attack']} · {c['budget']} · {c['image']['name']}"
+        title = f"{_label(c)} · {c['attack']} · {c['budget']} · {image_name(worst)}"
         png = attack_panel(*(art[n].data for n in needed), title=title)
         figures[f"panel-{len(panels) + 1}.png"] = png
         panels.append(f"<figure>{img_tag(png, title)}<figcaption>{html.escape(title)}: the image of this setting "
-                      f"with the largest PSNR drop ({fmt(worst.result.get('psnr-drop'))} dB).</figcaption></figure>")
+                      f"with the largest PSNR drop ({fmt_db(worst.result.get('psnr-drop'))} dB, of {len(members)} "
+                      f"image{'s' if len(members) != 1 else ''}).</figcaption></figure>")
+    grouping = ("Rows are grouped by model and by the images their means are over"
+                + (f" ({len(distinct)} groups; image sets differ in size, so PSNR clean differs between groups of "
+                   "the same model: compare rows within a group)" if mixed else "") + ".")
     return (
         '<section id="attacks"><h2>Attacks</h2>'
         '<p class="note">Verified on real bitstreams; means over images. PSNR clean/attacked: reconstruction '
         "vs the source image; ΔPSNR (VI) = 10·log10(MSE(x̂(x′), x̂(x)) / MSE(x′, x)), Chen &amp; Ma's "
-        "amplification; “adaptive”: the attack differentiated through the defense.</p>"
-        f"{table}<h3>Image panels</h3>{''.join(panels) or '<p class=note>no stored images</p>'}</section>"
+        f"amplification; “adaptive”: the attack differentiated through the defense. {html.escape(grouping)}</p>"
+        f"{table}{bars_html}<h3>Image panels</h3>{''.join(panels) or '<p class=note>no stored images</p>'}</section>"
     )
+
+
+def fmt_db(v: Any) -> str:
+    """A dB value with the report's two decimals (– when missing)."""
+    return f"{v:.{DB}f}" if isinstance(v, (int, float)) and math.isfinite(v) else "–"
+
+
+def curve_spread(curve: RobustnessCurve, rows: Iterable[Row],
+                 metrics: Iterable[str] = ("psnr-out", "bpp-increase")) -> Spread | None:
+    """The min–max over images of ``metrics`` at each budget of ``curve`` (over the images the curve
+    averages: those attacked at every budget), or None when it averages a single image."""
+    want = repr(curve.setting)
+    by_budget: dict[float, dict[str, Row]] = {b: {} for b in curve.budgets}
+    for r in rows:
+        try:
+            kind, value = budget_axis(r.config["budget"])
+        except (KeyError, ValueError):
+            continue
+        setting = {k: r.config.get(k) for k in CURVE_KEYS}
+        if (cap := budget_cap(r.config["budget"])) is not None:
+            setting["linf-cap"] = cap
+        if kind == curve.budget_kind and value in by_budget and repr(setting) == want:
+            image = r.config.get("image")
+            by_budget[value][str(image.get("sha256") or image.get("name")) if isinstance(image, dict) else str(image)] = r
+    common = set.intersection(*(set(v) for v in by_budget.values())) if by_budget else set()
+    if len(common) < 2:
+        return None
+    spread: Spread = {}
+    for metric in metrics:
+        lows, highs = [], []
+        for b in curve.budgets:
+            values = [v for v in (by_budget[b][i].result.get(metric) for i in common)
+                      if isinstance(v, (int, float)) and math.isfinite(v)]
+            lows.append(min(values) if values else math.nan)
+            highs.append(max(values) if values else math.nan)
+        spread[metric] = (lows, highs)
+    return spread
 
 
 @register_section("attack")
 def curves_section(ctx: ReportContext) -> str:
-    """Robustness curves of the attack settings run at two budgets or more."""
+    """Robustness curves of the attack settings run at two budgets or more, with their spread over images."""
     figures = ctx.figures
-    curves = [c for c in robustness_curves(ctx.rows("attack")) if len(c.budgets) >= 2]
+    rows = ctx.rows("attack")
+    curves = [c for c in robustness_curves(rows) if len(c.budgets) >= 2]
     if not curves:
         return ""
+    spreads = [curve_spread(c, rows) for c in curves]
     table = html_table(
         [{"label": c.label, "kind": c.budget_kind, "range": f"{min(c.budgets):g}–{max(c.budgets):g}",
           "points": len(c.budgets), "images": min(c.images), "auc": c.auc, "clean": finite_mean(c.points["psnr-clean"]),
           "worst": min(c.points["psnr-out"]), "bppmax": max(c.points["bpp-increase"])} for c in curves],
         [("label", "setting"), ("kind", "budget"), ("range", "range"), ("points", "budgets"), ("images", "images"),
-         ("auc", "robust PSNR = AUC (dB)"), ("clean", "clean PSNR (dB)"), ("worst", "worst PSNR (dB)"),
-         ("bppmax", "max bpp +")], left=3,
+         ("auc", "robust PSNR = AUC (dB)", DB), ("clean", "clean PSNR (dB)", DB), ("worst", "worst PSNR (dB)", DB),
+         ("bppmax", "max bpp +", BPP)], left=3,
     )
+    banded = sum(s is not None for s in spreads)
+    band_note = (f"Shaded: min–max over the images ({banded} of {len(curves)} curves have more than one image; "
+                 "a curve over one image has no band)." if banded else
+                 "Every curve here is over a single image, so there is no spread to show.")
+    png = figures.setdefault("curves.png", robustness_figure(curves, spreads))
     return (
         '<section id="curves"><h2>Robustness curves</h2>'
         '<p class="note">Each point: mean over the images attacked at every budget of the curve. AUC = the area under the '
         "reconstruction-PSNR curve divided by the width of the budget range, i.e. the average reconstruction "
         "PSNR under attack over that range (higher is more robust; compare only over equal ranges).</p>"
-        f"{table}<figure>{img_tag(figures.setdefault('curves.png', robustness_figure(curves)), 'robustness curves')}"
+        f"{table}<figure>{img_tag(png, 'robustness curves')}<figcaption>{html.escape(band_note)}</figcaption>"
         "</figure></section>"
     )
 
@@ -208,8 +361,8 @@ def recompression_section(ctx: ReportContext) -> str:
         "PSNR is against the original. JPEG/WebP use, per image, the quality whose first-generation bpp is "
         "closest to the matched model’s. Curves are means over images.</p>",
         html_table(table, [("label", "codec"), ("q", "matched quality"), ("gens", "generations"),
-                            ("bpp1", "bpp (gen 1)"), ("p1", "PSNR gen 1"), ("pn", "PSNR last"), ("pmin", "PSNR min"),
-                            ("drop", "drop gen 1→last"), ("n", "images")]),
+                            ("bpp1", "bpp (gen 1)", BPP), ("p1", "PSNR gen 1", DB), ("pn", "PSNR last", DB),
+                            ("pmin", "PSNR min", DB), ("drop", "drop gen 1→last", DB), ("n", "images")]),
         f"<figure>{img_tag(figures['recompression.png'], 'recompression curves')}</figure>",
     ]
     # decoded images at the kept generations, for images that every setting saw
@@ -240,28 +393,47 @@ def strip_label(series_label: str, codec: str) -> str:
     return label
 
 
+#: The metric the transfer heatmaps show.
+TRANSFER_METRIC = "psnr-drop"
+
+
+def shared_scale(matrices: Iterable[TransferMatrix], metric: str = TRANSFER_METRIC) -> tuple[float, float]:
+    """One colour scale for several heatmaps: from min(0, smallest value) to the largest |value|."""
+    values = [v for m in matrices if metric in m.values for row in m.values[metric] for v in row
+              if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return 0.0, 1.0
+    lo, hi = min(0.0, min(values)), max(abs(v) for v in values)
+    return lo, hi if hi > lo else lo + 1.0
+
+
 @register_section("transfer-image", "transfer-model")
 def transfer_section(ctx: ReportContext) -> str:
-    """Transfer: a heatmap per cross-image matrix, and per cross-model setting the mean matrix."""
+    """Transfer: a heatmap per cross-image matrix, and per cross-model setting the mean matrix, all on
+    one colour scale."""
     image_rows, model_rows, figures = ctx.rows("transfer-image"), ctx.rows("transfer-model"), ctx.figures
     if not image_rows and not model_rows:
         return ""
-    out = ['<section id="transfer"><h2>Transfer</h2><p class="note">Cells: reconstruction PSNR drop (dB) '
-           "of the target caused by what was crafted on the source, from real bitstreams; the diagonal is "
-           "the white-box attack.</p>"]
+    maps: list[tuple[str, str, TransferMatrix]] = []  # (figure name, title, matrix)
     for i, r in enumerate(image_rows):
         c = r.config
-        title = f"cross-image · {_label(c)} · {c['attack']} · {c['budget']}"
-        figures[f"transfer-image-{i + 1}.png"] = png = heatmap_figure(TransferMatrix.from_dict(r.result), "psnr-drop", title)
-        out.append(f"<figure>{img_tag(png, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
+        maps.append((f"transfer-image-{i + 1}.png", f"cross-image · {_label(c)} · {c['attack']} · {c['budget']}",
+                     TransferMatrix.from_dict(r.result)))
     groups: dict[tuple, list[Row]] = {}
     for r in model_rows:
         c = r.config
         groups.setdefault((c["attack"], c["budget"], tuple(c["sources"]), tuple(c["targets"]), c.get("crop")), []).append(r)
     for i, ((attack, budget, _, _, _), members) in enumerate(groups.items()):
-        matrix = mean_matrix([TransferMatrix.from_dict(m.result) for m in members])
-        title = f"cross-model · {attack} · {budget} · mean over {len(members)} image(s)"
-        figures[f"transfer-model-{i + 1}.png"] = png = heatmap_figure(matrix, "psnr-drop", title)
+        n = len(members)
+        maps.append((f"transfer-model-{i + 1}.png",
+                     f"cross-model · {attack} · {budget} · mean over {n} image{'s' if n != 1 else ''}",
+                     mean_matrix([TransferMatrix.from_dict(m.result) for m in members])))
+    lo, hi = shared_scale(m for _, _, m in maps)
+    out = ['<section id="transfer"><h2>Transfer</h2><p class="note">Cells: reconstruction PSNR drop (dB) '
+           "of the target caused by what was crafted on the source, from real bitstreams; the diagonal is "
+           f"the white-box attack. Every heatmap uses the same colour scale ({lo:.2f} to {hi:.2f} dB).</p>"]
+    for name, title, matrix in maps:
+        figures[name] = png = heatmap_figure(matrix, TRANSFER_METRIC, title, vmin=lo, vmax=hi)
         out.append(f"<figure>{img_tag(png, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
     out.append("</section>")
     return "".join(out)

@@ -116,8 +116,37 @@ def fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
-def html_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], left: int = 1) -> str:
-    """An HTML table; ``columns`` are (key, header); the first ``left`` columns are left-aligned.
+#: Decimals of a table's dB values (PSNR, drops, ΔPSNR) and of its bpp values (rates and rate changes).
+DB, BPP, SSIM = 2, 3, 4
+#: A column's format: decimals (a fixed-point number), ``"%"`` (a share as a percentage) or a function.
+CellFormat = int | str | Callable[[Any], str] | None
+
+
+def fmt_as(v: Any, spec: CellFormat = None) -> str:
+    """A table cell's text in the format ``spec`` (see :data:`CellFormat`; None: :func:`fmt`).
+
+    None, NaN and ±inf read as in :func:`fmt` whatever the format; non-numbers are escaped as they are.
+    """
+    if callable(spec):
+        return spec(v)
+    if spec is None or not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+        return fmt(v)
+    if spec == "%":
+        return f"{100 * v:.0f}%"
+    text = f"{v:.{int(spec)}f}"
+    return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # no "-0.000"
+
+
+Column = tuple[str, str] | tuple[str, str, CellFormat]
+
+
+def html_table(rows: list[dict[str, Any]], columns: list[Column], left: int = 1,
+               group: Callable[[dict[str, Any]], str] | None = None) -> str:
+    """An HTML table; ``columns`` are (key, header) or (key, header, format) (:func:`fmt_as`); the first
+    ``left`` columns are left-aligned.
+
+    With ``group``, a header row spanning the table (its text: ``group(row)``, HTML) starts every run
+    of consecutive rows with the same group text; sort ``rows`` by group first.
 
     A mean that some but not all of its group's rows entered (a row of
     :func:`robustnic.utils.tables.group_means` with ``n:KEY``) shows how many did, e.g. ``(2/3)``; a
@@ -126,17 +155,23 @@ def html_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]], left:
     def cls(i: int) -> str:
         return ' class="l"' if i < left else ""
 
-    def cell(r: dict[str, Any], k: str) -> str:
-        text = fmt(r.get(k))
+    def cell(r: dict[str, Any], k: str, spec: CellFormat) -> str:
+        text = fmt_as(r.get(k), spec)
         if r.get(f"n:{k}") and "n" in r:
             text += (f' <small title="mean of {r[f"n:{k}"]} of {r["n"]} values: None, NaN and inf are left out">'
                      f'({r[f"n:{k}"]}/{r["n"]})</small>')
         return text
 
-    head = "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, (_, h) in enumerate(columns))
-    body = "".join("<tr>" + "".join(f"<td{cls(i)}>{cell(r, k)}</td>" for i, (k, _) in enumerate(columns)) + "</tr>"
-                   for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    specs = [(c[0], c[1], c[2] if len(c) > 2 else None) for c in columns]
+    head = "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, (_, h, _) in enumerate(specs))
+    body, current = [], None
+    for r in rows:
+        if group is not None and (label := group(r)) != current:
+            current = label
+            body.append(f'<tr class="group"><th class="l" colspan="{len(specs)}">{label}</th></tr>')
+        body.append("<tr>" + "".join(f"<td{cls(i)}>{cell(r, k, spec)}</td>" for i, (k, _, spec) in enumerate(specs))
+                    + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 # ----- the generic section ---------------------------------------------------------------------------
@@ -173,5 +208,6 @@ def generic_section(kind: str, rows: Iterable[Row]) -> str:
     )
 
 
-__all__ = ["GENERIC_MAX_ROWS", "SECTIONS", "ReportContext", "Section", "covered_kinds", "fmt", "generic_section",
-           "html_table", "img_tag", "register_section", "render_sections"]
+__all__ = ["BPP", "DB", "GENERIC_MAX_ROWS", "SECTIONS", "SSIM", "CellFormat", "ReportContext", "Section",
+           "covered_kinds", "fmt", "fmt_as", "generic_section", "html_table", "img_tag", "register_section",
+           "render_sections"]
