@@ -49,7 +49,7 @@ h1{font-size:26px;margin:8px 0 4px} h2{font-size:20px;border-bottom:2px solid #d
 h3{font-size:15px;margin:20px 0 6px} p.note,.meta{color:#56606b;font-size:13px}
 table{border-collapse:collapse;font-size:12.5px;margin:8px 0 14px}
 th,td{border:1px solid #dde3ea;padding:3px 8px;text-align:right} th{background:#eef2f6}
-td.l,th.l{text-align:left} tr:nth-child(even) td{background:#fafbfc}
+td.l,th.l{text-align:left} td.l{white-space:nowrap} tr:nth-child(even) td{background:#fafbfc}
 img{max-width:100%;height:auto;display:block;margin:6px 0 12px}
 figure{margin:0 0 18px} figcaption{font-size:12.5px;color:#56606b}
 nav a{margin-right:14px;font-size:13.5px} code{background:#eef2f6;padding:0 3px;border-radius:3px}
