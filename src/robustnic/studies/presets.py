@@ -142,9 +142,15 @@ def demo_spec(quick: bool = False, vanilla: str | None = None, robust: list[str]
         snapshots, rd_q = [1, 5, 15], [10, 30, 50, 70, 90]
     assert vanilla is not None
     learned = [vanilla, *robust]
+    # The clean RD plot draws a line per family: the high-rate model's whole ladder of shipped rates.
+    ladder = [high_rate] if high_rate else []
+    if high_rate and not quick and not pretrained:
+        family = high_rate.split(":")[0]
+        ladder = [m for m in read_manifest() if m.split(":")[0] == family] or ladder
+    rd_learned = list(dict.fromkeys(learned + ladder))
     first_two = images[:2]
     studies: list[dict[str, Any]] = [
-        {"kind": "rd", "models": learned + [f"{c}:q{q}" for c in CLASSICAL for q in rd_q]},
+        {"kind": "rd", "models": rd_learned + [f"{c}:q{q}" for c in CLASSICAL for q in rd_q]},
         {"kind": "rd", "models": [vanilla], "defenses": ["ensemble"]},
         {"kind": "attack", "models": learned, "attacks": ["paper"], "budgets": ["psnr:40"], "steps": steps},
         {"kind": "attack", "models": [vanilla], "attacks": ["paper"], "budgets": ["psnr:40"], "steps": steps,
