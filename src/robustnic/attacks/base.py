@@ -59,7 +59,8 @@ class Attack:
     Arguments shared by every method:
         codec (Codec): the codec to attack; the attack runs on ``codec.device``.
         budget (Budget | str): input distortion allowed per image (default ``PSNR(40)``).
-        objective (str | Objective): ``"distortion"`` (default), ``"rate"`` or ``"targeted"``.
+        objective (str | Objective): ``"distortion"`` (default), ``"rate"``, ``"targeted"``,
+            ``"added-noise"`` or ``"rate-distortion"`` (:mod:`robustnic.attacks.objectives`).
         standin (str): quantisation stand-in in the attacked forward: ``"none"`` (g_s(g_a(x)),
             Chen & Ma, default), ``"noise"`` (additive uniform noise) or ``"ste"`` (rounding with a
             straight-through gradient).
@@ -69,6 +70,10 @@ class Attack:
         reference (str): distortion objective: away from ``"clean"`` reconstruction or ``"source"``.
         metric (str): distortion objective: ``"mse"`` or ``"ms-ssim"``.
         background_weight (float): targeted objective: weight of keeping the outside of the mask.
+        color (str): colour space the distortion is measured in: ``"rgb"`` (default), ``"ycbcr"``
+            or ``"y"`` (luma only; BT.601 full range).
+        rd_weight (float): rate-distortion objective: weight λ of the distortion (None: CompressAI's
+            quality-4 λ of the metric).
         progress (bool): show a progress bar with the current input and output PSNR.
 
     Shape:
@@ -91,6 +96,8 @@ class Attack:
         metric: str = "mse",
         background_weight: float = 1.0,
         progress: bool = False,
+        color: str = "rgb",
+        rd_weight: float | None = None,
     ):
         if not isinstance(codec, Codec):
             raise RobustnicError(f"attacks take a robustnic Codec, got {type(codec).__name__} (see load_codec)")
@@ -100,7 +107,7 @@ class Attack:
             raise RobustnicError(f"steps and restarts must be at least 1, got {steps} and {restarts}")
         self.codec = codec
         self.budget = parse_budget(budget)
-        self.objective = make_objective(objective, reference, metric, background_weight)
+        self.objective = make_objective(objective, reference, metric, background_weight, color, rd_weight)
         self.standin, self.steps, self.seed, self.restarts = standin, int(steps), int(seed), int(restarts)
         self.progress = progress
         #: Wall-clock seconds of the last call (all images of the batch together).
@@ -121,7 +128,7 @@ class Attack:
         """
         x_adv = x_adv.detach().requires_grad_(True)
         out = self.codec.forward(x_adv, standin=self.standin, rate=self.objective.needs_rate)
-        gain = self.objective.gain(out, ctx)
+        gain = self.objective.gain(out, ctx, x_adv)
         (grad,) = torch.autograd.grad(gain.sum(), x_adv)
         return gain.detach(), grad, out.x_hat.detach()
 
@@ -129,14 +136,14 @@ class Attack:
     def evaluate(self, x_adv: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
         """Gain ``(B,)`` of ``x_adv`` under the attack's stand-in, without a gradient."""
         out = self.codec.forward(x_adv, standin=self.standin, rate=self.objective.needs_rate)
-        return self.objective.gain(out, ctx).detach()
+        return self.objective.gain(out, ctx, x_adv).detach()
 
     @torch.no_grad()
     def measure(self, x_adv: torch.Tensor, ctx: AttackContext) -> torch.Tensor:
         """Gain ``(B,)`` of ``x_adv`` with real quantisation in the forward (``standin="ste"``: the
         reconstruction the decoder gives), without a gradient."""
         out = self.codec.forward(x_adv, standin="ste", rate=self.objective.needs_rate)
-        return self.objective.gain(out, ctx).detach()
+        return self.objective.gain(out, ctx, x_adv).detach()
 
     def iterations(self, steps: int | None = None) -> Iterator[int]:
         """``range(steps)``, behind a progress bar when ``progress`` is on."""

@@ -54,7 +54,7 @@ class CW(Attack):
             else:  # an L∞ cap is a hard clip, as for an L∞ ball (differentiable inside the cap)
                 x_adv = self.budget.clip_cap(x, x_adv)
             out = self.codec.forward(x_adv, standin=self.standin, rate=self.objective.needs_rate)
-            gain = self.objective.gain(out, ctx)
+            gain = self.objective.gain(out, ctx, x_adv)
             usage = (x_adv - x).flatten(1).pow(2).sum(1) / r**2
             inside = usage <= 1 if not self.budget.is_linf else torch.ones_like(usage, dtype=torch.bool)
             best.update(x_adv.detach(), gain, valid=inside)

@@ -34,7 +34,7 @@ import torch
 from robustnic.attacks.base import Attack
 from robustnic.attacks.budget import Budget, parse_budget
 from robustnic.attacks.methods import ATTACKS, make_attack
-from robustnic.attacks.registry import OBJECTIVE_NAMES, REFERENCES
+from robustnic.attacks.registry import COLORS, OBJECTIVE_NAMES, REFERENCES
 from robustnic.attacks.verify import Verified, verify_images
 from robustnic.codecs.base import STANDINS, Codec
 from robustnic.data.images import check_image_tensor, load_image
@@ -55,7 +55,7 @@ class AttackSettings:
             ``"psnr:35,linf:16"``); stored as a ``Budget``.
         steps: iterations; None keeps the method's own default (100, 1001 for ``paper-reference``).
         restarts: independent runs per image, the best kept.
-        objective: ``"distortion"``, ``"rate"`` or ``"targeted"``.
+        objective: ``"distortion"``, ``"rate"``, ``"targeted"``, ``"added-noise"`` or ``"rate-distortion"``.
         reference, metric: the distortion objective's reference (``"clean"``/``"source"``) and metric
             (``"mse"``/``"ms-ssim"``).
         standin: the quantisation stand-in the attack differentiates through.
@@ -64,6 +64,8 @@ class AttackSettings:
         target: targeted objective: the target image ``(1 or B, 3, H, W)``.
         mask: targeted objective: the region, ``(H, W)`` or ``(1 or B, 1, H, W)`` in [0, 1].
         progress: draw the attack's progress bar.
+        color: colour space the distortion is measured in (``"rgb"``, ``"ycbcr"``, ``"y"``).
+        rd_weight: rate-distortion objective: weight λ of the distortion (None: the metric's default).
     """
 
     method: str = "paper"
@@ -79,12 +81,14 @@ class AttackSettings:
     target: torch.Tensor | None = field(default=None, compare=False, repr=False)
     mask: torch.Tensor | None = field(default=None, compare=False, repr=False)
     progress: bool = field(default=False, compare=False)
+    color: str = "rgb"
+    rd_weight: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "budget", parse_budget(self.budget))
         checks = [("method", self.method, tuple(ATTACKS)), ("objective", self.objective, OBJECTIVE_NAMES),
                   ("reference", self.reference, REFERENCES), ("metric", self.metric, METRICS),
-                  ("standin", self.standin, STANDINS)]
+                  ("standin", self.standin, STANDINS), ("color", self.color, COLORS)]
         for what, value, allowed in checks:
             if value not in allowed:
                 raise RobustnicError(f"unknown attack {what} {value!r}; choose from {', '.join(allowed)}")
@@ -107,7 +111,7 @@ class AttackSettings:
         return make_attack(self.method, codec, budget=self.budget, steps=self.steps, restarts=self.restarts,
                            objective=self.objective, reference=self.reference, metric=self.metric,
                            standin=self.standin, seed=self.seed, background_weight=self.background_weight,
-                           progress=self.progress)
+                           progress=self.progress, color=self.color, rd_weight=self.rd_weight)
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as JSON-safe values (the budget as its spec; the target and mask left out)."""
@@ -198,7 +202,7 @@ def _for_mode(settings: AttackSettings, mode: str) -> AttackSettings | None:
         return settings
     if settings.objective == "targeted":
         return None
-    if settings.objective == "distortion" and settings.reference == "source":
+    if settings.objective in ("distortion", "added-noise", "rate-distortion") and settings.reference == "source":
         return settings.replace(reference="clean")
     return settings
 

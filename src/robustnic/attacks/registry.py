@@ -60,11 +60,15 @@ OBJECTIVE_CLASSES: dict[str, str] = {
     "distortion": "robustnic.attacks.objectives:Distortion",
     "rate": "robustnic.attacks.objectives:Rate",
     "targeted": "robustnic.attacks.objectives:Targeted",
+    "added-noise": "robustnic.attacks.objectives:AddedNoise",
+    "rate-distortion": "robustnic.attacks.objectives:RateDistortion",
 }
 #: Objective names, in the order of :data:`OBJECTIVE_CLASSES`.
 OBJECTIVE_NAMES: tuple[str, ...] = tuple(OBJECTIVE_CLASSES)
 #: What the distortion objective pushes away from: the clean reconstruction (Chen & Ma) or the source.
 REFERENCES = ("clean", "source")
+#: Colour spaces a distortion can be measured in (BT.601 full range; ``y``: luma only).
+COLORS = ("rgb", "ycbcr", "y")
 
 
 def load_classes(table: Mapping[str, str]) -> dict[str, type]:
@@ -79,5 +83,5 @@ def load_classes(table: Mapping[str, str]) -> dict[str, type]:
     return out
 
 
-__all__ = ["ATTACKS", "ATTACK_NAMES", "BASELINES", "OBJECTIVE_CLASSES", "OBJECTIVE_NAMES",
+__all__ = ["ATTACKS", "ATTACK_NAMES", "BASELINES", "COLORS", "OBJECTIVE_CLASSES", "OBJECTIVE_NAMES",
            "REFERENCES", "load_classes", "make_attack", "register_attack"]

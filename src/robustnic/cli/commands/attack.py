@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from robustnic.attacks.registry import ATTACK_NAMES, OBJECTIVE_NAMES, REFERENCES
+from robustnic.attacks.registry import ATTACK_NAMES, COLORS, OBJECTIVE_NAMES, REFERENCES
 from robustnic.cli.commands import help_of
 from robustnic.cli.common import (add_device, add_images, add_model, add_seed, load_images, out_dir, print_json,
                                   unreadable_status)
@@ -69,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"input budget {BUDGET_HELP}; repeatable (default psnr:40)")
     p.add_argument("--steps", type=int, default=None, help="iterations (default: the method's own, 100 for paper)")
     add_attack_settings(p)
+    p.add_argument("--color", default="rgb", choices=list(COLORS),
+                   help="colour space the distortion objectives measure in (BT.601 full range; y = luma only; "
+                   "default rgb)")
+    p.add_argument("--rd-weight", type=float, default=None,
+                   help="rate-distortion objective: weight λ of the distortion (default: CompressAI's quality-4 "
+                   "λ, 0.013 for mse, 16.64 for ms-ssim)")
     p.add_argument("--target", default=None, help="targeted objective: the target image (same size after --crop)")
     p.add_argument("--mask", default=None,
                    help="targeted objective: region LEFT,TOP,RIGHT,BOTTOM in pixels (or a mask image file)")
@@ -117,11 +123,14 @@ def run(args: argparse.Namespace) -> int:
                 "budgets": budgets, "steps": args.steps, "objective": args.objective, "reference": args.reference,
                 "metric": args.metric, "standin": args.standin, "restarts": args.restarts, "seed": args.seed,
                 "target": _where(args.target), "mask": _where(args.mask)}
+    # added with --color/--rd-weight: recorded only when set, so runs written before them still resume
+    extra = {k: v for k, v in (("color", args.color), ("rd_weight", args.rd_weight)) if v not in ("rgb", None)}
+    settings.update(extra)
     config = {"command": "robustnic " + " ".join(sys.argv[1:]), "model": args.model, "codec": codec.name,
               "images": args.images, "crop": args.crop, "methods": methods, "budgets": budgets,
               "steps": args.steps, "objective": args.objective, "reference": args.reference,
               "metric": args.metric, "standin": args.standin, "restarts": args.restarts, "seed": args.seed,
-              "target": args.target, "mask": args.mask, "device": str(codec.device)}
+              "target": args.target, "mask": args.mask, "device": str(codec.device), **extra}
     out = out_dir(args.out)
     state = AttackRunDir(out, settings, config, images=list(images))
     if state.resumed:
@@ -131,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             codec, images, methods=methods, budgets=budgets, target=target, mask=mask, batch_size=args.batch_size,
             progress=not args.no_progress, objective=args.objective, reference=args.reference,
             metric=args.metric, standin=args.standin, steps=args.steps, seed=args.seed, restarts=args.restarts,
-            skip=state.done, on_batch=state.add,
+            skip=state.done, on_batch=state.add, color=args.color, rd_weight=args.rd_weight,
         )
     except KeyboardInterrupt:
         print(f"robustnic attack: kept {len(state.done)} finished result(s) in {out}; "
