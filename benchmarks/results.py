@@ -89,6 +89,7 @@ TABLES: list[Table] = [
     Table("cli-startup", "RESULTS.md", _py("benchmarks/cli_startup.py"), minutes=2),
     Table("eval-timing", "RESULTS.md", _py("benchmarks/eval_timing.py", "--repeats", "5"), minutes=10),
     Table("scale", "RESULTS.md", _py("benchmarks/scale.py"), minutes=5),
+    Table("ddp", "RESULTS.md", _py("benchmarks/ddp_scale.py"), minutes=4),
     # RESULTS-attacks.md
     Table("attacks-all", "RESULTS-attacks.md",
           _py("benchmarks/attack_table.py", "--model", "hyperprior-small:q3", "--crop", "128"), minutes=30),
