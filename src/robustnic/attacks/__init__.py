@@ -6,7 +6,8 @@
 >>> verify_attack(codec, x, x_adv)[0]["psnr-out"]                           # doctest: +SKIP
 
 Methods (:data:`ATTACKS`): ``paper`` (Chen & Ma's attack, improved default), ``paper-reference``
-(their 1001-step schedule, faithful), ``fgsm``, ``ifgsm``, ``pgd``, ``mifgsm``, ``cw`` and the
+(their 1001-step schedule, faithful), ``fgsm``, ``ifgsm``, ``pgd``, ``mifgsm``, ``cw``, NIC-RobustBench's ``madc``, ``ssah``, ``cadv`` and
+``korhonen``, and the
 ``noise`` and ``shift`` (brightness) baselines. Budgets: :class:`PSNR`, :class:`MSE`, :class:`Linf` (1/255 units),
 :class:`L2`, or :func:`parse_budget` (``"psnr:40"``). Several budgets in one call:
 ``atk.sweep([PSNR(30), PSNR(35), PSNR(40)], x)`` -> ``{"psnr:30": x_adv, ...}``.
@@ -23,9 +24,12 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "robustnic.attacks.registry": ("ATTACKS", "BASELINES", "make_attack", "register_attack"),
     "robustnic.attacks.base": ("Attack", "BestIterate", "sweep_budgets"),
     "robustnic.attacks.budget": ("BUDGETS", "L2", "MSE", "PSNR", "Budget", "Linf", "parse_budget"),
+    "robustnic.attacks.cadv": ("CAdv",),
     "robustnic.attacks.cw": ("CW",),
     "robustnic.attacks.fgsm": ("FGSM",),
     "robustnic.attacks.ifgsm": ("IFGSM",),
+    "robustnic.attacks.korhonen": ("Korhonen",),
+    "robustnic.attacks.madc": ("MADC",),
     "robustnic.attacks.mifgsm": ("MIFGSM",),
     "robustnic.attacks.noise": ("NoiseAttack",),
     "robustnic.attacks.objectives": ("OBJECTIVES", "AddedNoise", "Distortion", "Objective", "Rate", "RateDistortion",
@@ -34,6 +38,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "robustnic.attacks.paper_reference": ("PaperReferenceAttack",),
     "robustnic.attacks.pgd": ("PGD",),
     "robustnic.attacks.shift": ("ShiftAttack",),
+    "robustnic.attacks.ssah": ("SSAH",),
     "robustnic.attacks.runner": ("AttackResult", "AttackRunDir", "run_attacks", "summarize",
                                    "write_results"),
     "robustnic.attacks.verify": ("verify_attack", "verify_images"),

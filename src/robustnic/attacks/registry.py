@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from robustnic.codecs.base import Codec
 
 #: The built-in attack methods, in the order listings show them (torch-free; equals the registry).
-ATTACK_NAMES: tuple[str, ...] = ("paper", "paper-reference", "fgsm", "ifgsm", "pgd", "mifgsm", "cw", "noise", "shift")
+ATTACK_NAMES: tuple[str, ...] = ("paper", "paper-reference", "fgsm", "ifgsm", "pgd", "mifgsm", "cw",
+                                   "madc", "ssah", "cadv", "korhonen", "noise", "shift")
 #: Methods that do not query the codec: references beside the attacks, not attacks.
 BASELINES = ("noise", "shift")
 
