@@ -64,7 +64,8 @@ class Korhonen(Attack):
         if not 0 < float(floor) <= 1:
             raise RobustnicError(f"korhonen floor must lie in (0, 1], got {floor!r}")
         super().__init__(codec, steps=steps, **kwargs)
-        self.window, self.floor, self.alpha, self.check_every = int(window), float(floor), float(alpha), int(check_every)
+        self.window, self.floor = int(window), float(floor)
+        self.alpha, self.check_every = float(alpha), int(check_every)
 
     def perturb(self, x, ctx, generator):
         mask = masking_weights(x, self.window, self.floor)
