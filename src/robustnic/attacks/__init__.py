@@ -7,7 +7,8 @@
 
 Methods (:data:`ATTACKS`): ``paper`` (Chen & Ma's attack, improved default), ``paper-reference``
 (their 1001-step schedule, faithful), ``fgsm``, ``ifgsm``, ``pgd``, ``mifgsm``, ``cw``, NIC-RobustBench's
-``madc``, ``ssah``, ``cadv`` and ``korhonen``, and the ``noise`` and ``shift`` (brightness) baselines. Budgets: :class:`PSNR`, :class:`MSE`, :class:`Linf` (1/255 units),
+``madc``, ``ssah``, ``cadv`` and ``korhonen``, and the ``noise`` and ``shift`` (brightness) baselines.
+Budgets: :class:`PSNR`, :class:`MSE`, :class:`Linf` (1/255 units),
 :class:`L2`, or :func:`parse_budget` (``"psnr:40"``). Several budgets in one call:
 ``atk.sweep([PSNR(30), PSNR(35), PSNR(40)], x)`` -> ``{"psnr:30": x_adv, ...}``.
 
