@@ -7,7 +7,8 @@
 
 Methods (:data:`ATTACKS`): ``paper`` (Chen & Ma's attack, improved default), ``paper-reference``
 (their 1001-step schedule, faithful), ``fgsm``, ``ifgsm``, ``pgd``, ``mifgsm``, ``cw``, NIC-RobustBench's
-``madc``, ``ssah``, ``cadv`` and ``korhonen``, and the ``noise`` and ``shift`` (brightness) baselines.
+``madc``, ``ssah``, ``cadv`` and ``korhonen``, the wavelet-domain ``wavelet`` (T-MLA's family), and
+the ``noise`` and ``shift`` (brightness) baselines.
 Budgets: :class:`PSNR`, :class:`MSE`, :class:`Linf` (1/255 units),
 :class:`L2`, or :func:`parse_budget` (``"psnr:40"``). Several budgets in one call:
 ``atk.sweep([PSNR(30), PSNR(35), PSNR(40)], x)`` -> ``{"psnr:30": x_adv, ...}``.
@@ -42,5 +43,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "robustnic.attacks.runner": ("AttackResult", "AttackRunDir", "run_attacks", "summarize",
                                    "write_results"),
     "robustnic.attacks.verify": ("verify_attack", "verify_images"),
+    "robustnic.attacks.wavelet": ("WaveletAttack", "WaveletTransform"),
     "robustnic.attacks.pipeline": ("AttackOutcome", "AttackSettings", "attack_and_verify", "parse_mask"),
 })

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 #: The built-in attack methods, in the order listings show them (torch-free; equals the registry).
 ATTACK_NAMES: tuple[str, ...] = ("paper", "paper-reference", "fgsm", "ifgsm", "pgd", "mifgsm", "cw",
-                                   "madc", "ssah", "cadv", "korhonen", "noise", "shift")
+                                   "madc", "ssah", "cadv", "korhonen", "wavelet", "noise", "shift")
 #: Methods that do not query the codec: references beside the attacks, not attacks.
 BASELINES = ("noise", "shift")
 
