@@ -27,6 +27,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "robustnic.attacks.budget": ("BUDGETS", "L2", "MSE", "PSNR", "Budget", "Linf", "parse_budget"),
     "robustnic.attacks.cadv": ("CAdv",),
     "robustnic.attacks.cw": ("CW",),
+    "robustnic.attacks.ensemble_models": ("AgnosticAttack", "CodecFamily", "MeanObjective", "evaluate_on_models"),
     "robustnic.attacks.fgsm": ("FGSM",),
     "robustnic.attacks.ifgsm": ("IFGSM",),
     "robustnic.attacks.korhonen": ("Korhonen",),

@@ -108,6 +108,9 @@ class Attack:
         self.codec = codec
         self.budget = parse_budget(budget)
         self.objective = make_objective(objective, reference, metric, background_weight, color, rd_weight)
+        adapt = getattr(codec, "adapt_objective", None)
+        if callable(adapt):  # a codec standing for several models (a CodecFamily): the mean over them
+            self.objective = adapt(self.objective)
         self.standin, self.steps, self.seed, self.restarts = standin, int(steps), int(seed), int(restarts)
         self.progress = progress
         #: Wall-clock seconds of the last call (all images of the batch together).

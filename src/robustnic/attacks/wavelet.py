@@ -215,7 +215,8 @@ class WaveletAttack(Attack):
         """PSNR ``(B,)`` of the reconstruction of the 8-bit ``x8`` (real quantisation) against ``x``."""
         with torch.no_grad():
             x_hat = self.codec.forward(x8, standin="ste").x_hat.clamp(0, 1)
-        mse = ((x_hat - x) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+        ref = x.repeat(1, x_hat.shape[1] // x.shape[1], 1, 1)  # a forward may stack reconstructions (EOT)
+        mse = ((x_hat - ref) ** 2).flatten(1).mean(1).clamp_min(1e-12)
         return -10 * torch.log10(mse)
 
     def perturb(self, x: torch.Tensor, ctx: AttackContext, generator: torch.Generator) -> torch.Tensor:
@@ -241,7 +242,7 @@ class WaveletAttack(Attack):
             live = [t.detach().requires_grad_(True) for t in thetas]
             x_adv = self.image(x, bands, live, saliency)
             out = self.codec.forward(x_adv, standin=self.standin, rate=self.objective.needs_rate)
-            gain = self.objective.gain(out, ctx)
+            gain = self.objective.gain(out, ctx, x_adv)
             grads = torch.autograd.grad(gain.sum(), live)
             self.show(i, x, x_adv.detach(), out.x_hat.detach())
             step = self._scaled([g.detach() for g in grads], sens, self.alpha_at(i) * radius)
