@@ -187,3 +187,46 @@ def test_adversarial_finetuning_reduces_the_attack_damage(tmp_path):
     assert robust_clean > vanilla_clean - 1.5, (vanilla_clean, robust_clean)  # not by wrecking the codec
     clean_only, _ = _attack_damage(finetuned(0.0), x)
     assert clean_only > vanilla - 0.5, (vanilla, clean_only)  # the adversarial patches do it, not any fine-tuning
+
+
+def _mean_squared_gain(net, x: torch.Tensor, draws: int = 8) -> float:
+    """The codec's ‖J‖_F²/n at x, averaged over random projections (training-mode forward, seeded)."""
+    from robustnic.training.regularizers import jacobian_penalty
+
+    net.train()
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    total = 0.0
+    for _ in range(draws):
+        xx = x.clone().requires_grad_(True)
+        total += jacobian_penalty(xx, net(xx)["x_hat"], generator=gen).item()
+    return total / draws
+
+
+def test_jacobian_regularizer_lowers_the_codecs_gain_without_an_inner_attack(tiny_checkpoint, tmp_path):
+    """Same patches and steps, with and without the penalty: the penalised run ends with a lower gain."""
+    x = bundled_photos(["coffee"], crop=64)["coffee"]
+    runs = {}
+    for reg in ("none", "jacobian"):
+        cfg = _config(tiny_checkpoint, steps=20, adv_fraction=0.0, regularizer=reg, reg_weight=1e7, lr=1e-3,
+                      val_every=100, checkpoint_every=100)
+        trainer = FinetuneTrainer(cfg, tmp_path / reg, progress=False,
+                                  sampler=PatchSampler([tiny_checkpoint / "images"], 64, scales=(128,)))
+        terms = [trainer.train_step() for _ in range(cfg.steps)]
+        assert ("jacobian" in terms[-1]) == (reg == "jacobian")
+        assert all(t["n_adv"] == 0 for t in terms)  # no inner attack
+        runs[reg] = _mean_squared_gain(trainer.net, x)
+    assert runs["jacobian"] < 0.8 * runs["none"], runs
+
+
+def test_old_runs_without_the_new_settings_still_resume(tiny_checkpoint, tmp_path):
+    import json
+
+    out = tmp_path / "old"
+    FinetuneTrainer(_config(tiny_checkpoint), out, progress=False)
+    saved = json.loads((out / "finetune.json").read_text())
+    del saved["regularizer"], saved["reg_weight"]  # written before those settings existed
+    (out / "finetune.json").write_text(json.dumps(saved))
+    FinetuneTrainer(_config(tiny_checkpoint), out, progress=False)  # same settings: accepted
+    with pytest.raises(RobustnicError, match="regularizer"):
+        FinetuneTrainer(_config(tiny_checkpoint, regularizer="jacobian"), out, progress=False)

@@ -20,6 +20,8 @@ from robustnic.errors import RobustnicError
 
 #: What fine-tuning measures the distortion against: the codec's ``input`` or the clean ``source``.
 FINETUNE_TARGETS = ("input", "source")
+#: Penalties fine-tuning can add to the RD loss (see :mod:`robustnic.training.regularizers`).
+REGULARIZERS = ("none", "jacobian")
 
 
 def setting(default: Any = MISSING, *, help: str, factory: Callable[[], Any] | None = None,
@@ -124,6 +126,12 @@ class FinetuneConfig(PatchTraining):
         "source", choices=FINETUNE_TARGETS,
         help="distortion against the clean source patch (the codec learns to drop the perturbation) or, as in "
              "the paper, against the codec's input")
+    regularizer: str = setting(
+        "none", choices=REGULARIZERS,
+        help="penalty added to the RD loss: 'jacobian' = the codec's mean squared input-output gain "
+             "(Frobenius norm of its Jacobian, one random projection per patch; one double backward, no "
+             "inner attack: use it with --adv-fraction 0)")
+    reg_weight: float = setting(10.0, help="weight of --regularizer in the loss (in the loss's units: λ·255²·MSE + bpp)")
     val_every: int = setting(100, help="validate (clean RD and an attack, real bitstreams) every this many steps")
     val_photos: list[str] = setting(factory=lambda: ["coffee", "chelsea"],
                                     help="held-out photo validated on (repeatable)")
@@ -145,6 +153,9 @@ class FinetuneConfig(PatchTraining):
                                  f"got {self.target!r} and {self.attack_reference!r}")
         if self.standin not in STANDINS:
             raise RobustnicError(f"unknown stand-in {self.standin!r}; choose from {', '.join(STANDINS)}")
+        if self.regularizer not in REGULARIZERS or self.reg_weight < 0:
+            raise RobustnicError(f"regularizer must be one of {', '.join(REGULARIZERS)} with a non-negative weight, "
+                                 f"got {self.regularizer!r} ({self.reg_weight})")
         if not 0 <= self.adv_fraction <= 1:
             raise RobustnicError(f"adv_fraction must be in [0, 1], got {self.adv_fraction}")
         if self.attack_steps < 1 or self.ramp_steps < 0 or self.steps < 1:
@@ -267,5 +278,5 @@ def cli_arguments(config: Any, skip: tuple[str, ...] = ()) -> list[str]:
     return out
 
 
-__all__ = ["FINETUNE_TARGETS", "CliOption", "FinetuneConfig", "PatchTraining", "TrainConfig", "cli_arguments",
+__all__ = ["FINETUNE_TARGETS", "REGULARIZERS", "CliOption", "FinetuneConfig", "PatchTraining", "TrainConfig", "cli_arguments",
            "cli_options", "setting"]

@@ -49,6 +49,7 @@ from robustnic.errors import RobustnicError
 from robustnic.training.config import FINETUNE_TARGETS, FinetuneConfig
 from robustnic.training.export import export_model
 from robustnic.training.rd import Trainer
+from robustnic.training.regularizers import jacobian_penalty
 from robustnic.utils.io import atomic_write_text
 from robustnic.utils.runtime import resolve_device
 
@@ -177,7 +178,8 @@ class FinetuneTrainer(Trainer):
         settings = json.loads(json.dumps(config.settings()))
         if path.is_file():
             saved = json.loads(path.read_text())
-            diff = sorted(k for k in settings if saved.get(k) != settings[k])
+            defaults = json.loads(json.dumps(FinetuneConfig().settings()))  # settings added since the run began
+            diff = sorted(k for k in settings if saved.get(k, defaults.get(k)) != settings[k])
             if diff:
                 raise RobustnicError(
                     f"{out_dir} holds a fine-tuning run with other settings ({', '.join(diff)}): use another --out"
@@ -189,6 +191,17 @@ class FinetuneTrainer(Trainer):
         if not path.is_file():
             out_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps(config.settings(), indent=2) + "\n")
+
+    @property
+    def needs_input_grad(self) -> bool:  # type: ignore[override]
+        return self.finetune_config.regularizer == "jacobian"
+
+    def penalties(self, x: torch.Tensor, out: dict) -> dict[str, tuple[float, torch.Tensor]]:
+        """The ``--regularizer`` term (:mod:`robustnic.training.regularizers`), weighted by ``--reg-weight``."""
+        cfg = self.finetune_config
+        if cfg.regularizer == "jacobian":
+            return {"jacobian": (cfg.reg_weight, jacobian_penalty(x, out["x_hat"]))}
+        return {}
 
     def train_step(self) -> dict[str, float]:
         """:meth:`Trainer.train_step`, plus what the inner attack did (patches attacked, time, MSE)."""

@@ -220,6 +220,13 @@ class Trainer:
         )
 
     # ----- one step ------------------------------------------------------------------------
+    #: True when :meth:`penalties` differentiates through the input (the batch then requires grad).
+    needs_input_grad = False
+
+    def penalties(self, x: torch.Tensor, out: dict) -> dict[str, tuple[float, torch.Tensor]]:
+        """Terms added to the loss, ``name -> (weight, value)``; none in plain training (a subclass's hook)."""
+        return {}
+
     def train_step(self) -> dict[str, float]:
         """Sample a batch, pass it through the target hook, take one RD step and one auxiliary step."""
         cfg = self.config
@@ -231,7 +238,13 @@ class Trainer:
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         self.aux_optimizer.zero_grad(set_to_none=True)
-        terms = rd_loss(self.net(x), target, cfg.lmbda, cfg.metric)
+        if self.needs_input_grad:
+            x = x.detach().requires_grad_(True)
+        out = self.net(x)
+        terms = rd_loss(out, target, cfg.lmbda, cfg.metric)
+        for name, (weight, value) in self.penalties(x, out).items():
+            terms[name] = value
+            terms["loss"] = terms["loss"] + weight * value
         terms["loss"].backward()
         distributed.average_gradients(self.optimizer.param_groups[0]["params"], rank.world_size)
         if cfg.clip_max_norm > 0:
