@@ -73,7 +73,7 @@ class Attack:
         color (str): colour space the distortion is measured in: ``"rgb"`` (default), ``"ycbcr"``
             or ``"y"`` (luma only; BT.601 full range).
         rd_weight (float): rate-distortion objective: weight λ of the distortion (None: CompressAI's
-            quality-4 λ of the metric).
+            lowest-quality λ of the metric).
         progress (bool): show a progress bar with the current input and output PSNR.
 
     Shape:

@@ -55,8 +55,8 @@ class SSAH(Attack):
     Arguments:
         codec (Codec): codec to attack. steps (int): iterations (Default: 100).
         band (str): ``"high"`` or ``"low"`` (Default: ``"high"``).
-        sigma (float): standard deviation of the low-pass in pixels; the bands meet near
-            ``0.1 / sigma`` cycles per pixel (Default: 1.5).
+        sigma (float): standard deviation of the low-pass in pixels; the bands meet (the low-pass
+            passes half) at ``0.19 / sigma`` cycles per pixel (Default: 1.5: 0.125).
         alpha (float): initial step as a fraction of the budget radius (Default: 0.2).
         check_every (int): steps between two measurements of the 8-bit iterate (Default: 10).
         Others as :class:`~robustnic.attacks.base.Attack` (budget Default: ``PSNR(40)``).
