@@ -9,7 +9,7 @@ budget (held on the saved 8-bit image):
    (:class:`WaveletTransform`, on ``ptwt``; Haar and 3 levels by default);
 2. a per-coefficient log-amplitude ``θ`` (zero at the start) moves each coefficient through the
    log-exponential map of ``parametrisation`` (below);
-3. ``x' = project(x + s·(IDWT(c') − x))``: the inverse transform, its change ``s``-scaled onto the
+3. ``x' = project(x + s·(IDWT(c') − IDWT(c)))``: the inverse transform, its change ``s``-scaled onto the
    budget's sphere (``full_budget``, the default: every iterate spends the whole budget; L∞ budgets
    are not rescaled), then the budget's own projection
    (:meth:`~robustnic.attacks.budget.Budget.project`: ball, L∞ cap and [0, 1] box) - all *inside*
@@ -196,15 +196,19 @@ class WaveletAttack(Attack):
             return [torch.exp(-c.abs()) for c in bands]
         return saliency
 
-    def image(self, x: torch.Tensor, bands, thetas, saliency=None) -> torch.Tensor:
-        """``project(IDWT(c'))``: the feasible image of log-amplitudes ``thetas`` (differentiable)."""
-        x_w = self.transform.reconstruct(self.perturbed_bands(bands, thetas, saliency), tuple(x.shape[-2:]))
+    def image(self, x: torch.Tensor, bands: list[torch.Tensor], thetas: list[torch.Tensor],
+              saliency: list[torch.Tensor] | None = None, base: torch.Tensor | None = None) -> torch.Tensor:
+        """``project(x + s·δ)``, ``δ = IDWT(c') − IDWT(c)``: the feasible image of log-amplitudes ``thetas``
+        (differentiable; ``δ`` is exactly 0 at ``θ = 0``, free of the transform's float round-off).
+        ``base`` is ``IDWT(c)`` if already computed."""
+        size = tuple(x.shape[-2:])
+        base = self.transform.reconstruct(bands, size) if base is None else base
+        delta = self.transform.reconstruct(self.perturbed_bands(bands, thetas, saliency), size) - base
         if self.full_budget and not self.budget.is_linf:  # onto the sphere: the whole budget, always
-            delta = x_w - x
             norm = delta.flatten(1).norm(dim=1)
-            scale = torch.where(norm > 1e-8, self.budget.radius(x) / norm.clamp_min(1e-8), torch.ones_like(norm))
-            x_w = x + delta * scale.view(-1, 1, 1, 1)
-        return self.budget.project(x, x_w)
+            scale = torch.where(norm > 0, self.budget.radius(x) / norm.clamp_min(1e-12), torch.ones_like(norm))
+            delta = delta * scale.view(-1, 1, 1, 1)
+        return self.budget.project(x, x + delta)
 
     # ----- the loop -------------------------------------------------------------------------------
     def alpha_at(self, step: int) -> float:
@@ -221,6 +225,7 @@ class WaveletAttack(Attack):
 
     def perturb(self, x: torch.Tensor, ctx: AttackContext, generator: torch.Generator) -> torch.Tensor:
         bands = [b.detach() for b in self.transform.decompose(x)]
+        base = self.transform.reconstruct(bands, tuple(x.shape[-2:]))
         saliency = self.saliency(bands) if self.parametrisation == "masking" else None
         sens = self.sensitivity(bands, saliency or [])
         radius = self.budget.radius(x).view(-1, 1)
@@ -236,11 +241,11 @@ class WaveletAttack(Attack):
         reached_at: torch.Tensor = x.clone()
         for i in self.iterations():
             if i and i % self.check_every == 0:
-                reached, reached_at = self._check(best, x, ctx, bands, thetas, saliency, reached, reached_at)
+                reached, reached_at = self._check(best, x, ctx, bands, thetas, saliency, base, reached, reached_at)
                 if self.target_psnr is not None and bool(reached.all()):
                     break
             live = [t.detach().requires_grad_(True) for t in thetas]
-            x_adv = self.image(x, bands, live, saliency)
+            x_adv = self.image(x, bands, live, saliency, base)
             out = self.codec.forward(x_adv, standin=self.standin, rate=self.objective.needs_rate)
             gain = self.objective.gain(out, ctx, x_adv)
             grads = torch.autograd.grad(gain.sum(), live)
@@ -248,7 +253,7 @@ class WaveletAttack(Attack):
             step = self._scaled([g.detach() for g in grads], sens, self.alpha_at(i) * radius)
             keep = (~reached).to(x.dtype).view(-1, 1, 1, 1)  # targeted: a reached image stops moving
             thetas = [t.detach() + keep * s for t, s in zip(thetas, step)]
-        reached, reached_at = self._check(best, x, ctx, bands, thetas, saliency, reached, reached_at)
+        reached, reached_at = self._check(best, x, ctx, bands, thetas, saliency, base, reached, reached_at)
         if self.target_psnr is None:
             return best.x
         return torch.where(reached.view(-1, 1, 1, 1), self._shrink_to_target(x, reached_at), best.x)
@@ -261,10 +266,10 @@ class WaveletAttack(Attack):
         scale = (size / norm.clamp_min(1e-20)).view(-1, 1, 1, 1)
         return [d * scale for d in direction]
 
-    def _check(self, best, x, ctx, bands, thetas, saliency, reached, reached_at):
+    def _check(self, best, x, ctx, bands, thetas, saliency, base, reached, reached_at):
         """Measure the 8-bit iterate (real quantisation), keep the best; targeted: note who reached."""
         with torch.no_grad():
-            x8 = self.budget.finalize(x, self.image(x, bands, thetas, saliency))
+            x8 = self.budget.finalize(x, self.image(x, bands, thetas, saliency, base))
         best.update(x8, self.measure(x8, ctx))
         if self.target_psnr is None:
             return reached, reached_at
