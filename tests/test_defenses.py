@@ -189,7 +189,7 @@ def test_purifier_definitions(photo):
     assert n1.std().item() * 255 == pytest.approx(4, rel=0.1)
     assert not torch.equal(noise(flat) - flat, n1)  # fresh draws ...
     assert torch.equal(parse_purifier("noise:4")(flat) - flat, n1)  # ... from a seeded generator
-    for bad in ("jpeg:q101", "bits:0", "blur:-1", "resize:2", "median:3", "bits:2.5"):
+    for bad in ("jpeg:q101", "bits:0", "blur:-1", "resize:2", "median:4", "bits:2.5"):
         with pytest.raises(RobustnicError):
             parse_purifier(bad)
 
@@ -250,5 +250,5 @@ def test_cli_defend(tmp_path, capsys, photo):
     report = json.loads((tmp_path / "out.json").read_text())
     row = report["bits:5@psnr:35"]["rows"]["a"]
     assert row["budget-ok"] and row["attack-mode"] in ("bpda", "identity")
-    assert main(args[:4] + ["median:3"] + args[5:]) == 2
+    assert main(args[:4] + ["sepia:3"] + args[5:]) == 2
     assert "unknown purifier" in capsys.readouterr().err

@@ -50,6 +50,7 @@ def test_every_builtin_attack_is_registered_under_the_name_the_cli_lists():
 
 def test_every_defense_prefix_reads_its_own_value():
     assert {"ensemble", "self-ensemble", "jpeg", "blur", "bits", "resize", "noise"} <= set(DEFENSES)
+    assert {"median", "unsharp", "quantize", "diffjpeg", "crop", "rotate", "flip"} <= set(PURIFIERS)
     assert set(PURIFIERS) <= set(DEFENSES) and all(DEFENSES[k] is PURIFIERS[k] for k in PURIFIERS)
     codec = tiny_codec()
     for kind, cls in PURIFIERS.items():
@@ -58,10 +59,10 @@ def test_every_defense_prefix_reads_its_own_value():
     assert parse_purifier("JPEG:Q80").name == "jpeg:q80" and parse_purifier("bits:3").value == 3
     ens = make_defense(codec, "self-ensemble:rd:top2")
     assert isinstance(ens, SelfEnsembleCodec) and (ens.criterion, ens.top_k) == ("rd", 2)
-    with pytest.raises(RobustnicError, match="unknown purifier or defense 'median'.*choose from ensemble"):
-        make_defense(codec, "median:3+ensemble")
-    with pytest.raises(RobustnicError, match="unknown purifier 'median'"):
-        parse_purifier("median:3")
+    with pytest.raises(RobustnicError, match="unknown purifier or defense 'box'.*choose from ensemble"):
+        make_defense(codec, "box:3+ensemble")
+    with pytest.raises(RobustnicError, match="unknown purifier 'box'"):
+        parse_purifier("box:3")
     for bad in ("bits:inf", "bits:2.5", "jpeg:q101", "blur:x"):
         with pytest.raises(RobustnicError):
             make_defense(codec, bad)
@@ -102,25 +103,27 @@ def test_the_attack_of_the_contributing_guide_is_one_file(tmp_path, photo):
 
 
 def test_the_purifier_of_the_contributing_guide_is_one_file(tmp_path, photo):
-    module = doc_module("src/robustnic/defenses/median.py", tmp_path)
+    module = doc_module("src/robustnic/defenses/box.py", tmp_path)
     try:
         flat = torch.full((1, 3, 16, 16), 0.5)
+        assert torch.allclose(parse_purifier("box:3")(flat), flat)  # a flat image stays flat ...
         salted = flat.clone()
         salted[..., 7, 9] = 1.0
-        assert torch.equal(parse_purifier("median:3")(salted), flat)  # one outlier is washed out
+        spread = parse_purifier("box:3")(salted)
+        assert spread[..., 6:9, 8:11].sub(0.5).mul(9).allclose(torch.full((1, 3, 3, 3), 0.5))  # ... an outlier spreads
         with pytest.raises(RobustnicError, match="odd"):
-            parse_purifier("median:4")
+            parse_purifier("box:4")
         codec = tiny_codec()
-        defended = make_defense(codec, "median:3+ensemble")
-        assert isinstance(defended.purifier, module.MedianPurifier) and isinstance(defended.codec, SelfEnsembleCodec)
-        assert defended.name.endswith("+median:3")
+        defended = make_defense(codec, "box:3+ensemble")
+        assert isinstance(defended.purifier, module.BoxPurifier) and isinstance(defended.codec, SelfEnsembleCodec)
+        assert defended.name.endswith("+box:3")
         coded = defended.roundtrip(photo)
         assert coded.x_hat.shape == photo.shape
         x = photo.clone().requires_grad_(True)
-        defended.forward(x).x_hat.sum().backward()  # straight-through: attacks reach the input
+        defended.forward(x).x_hat.sum().backward()  # differentiable: attacks reach the input
         assert x.grad.abs().sum() > 0
     finally:
-        PURIFIERS.unregister("median")
-        DEFENSES.unregister("median")
+        PURIFIERS.unregister("box")
+        DEFENSES.unregister("box")
         sys.modules.pop(module.__name__, None)
-    assert "median" not in DEFENSES
+    assert "box" not in DEFENSES

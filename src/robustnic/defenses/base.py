@@ -11,12 +11,33 @@ from __future__ import annotations
 
 import copy
 import time
+from typing import Sequence
 
 import torch
 
-from robustnic.codecs.base import Codec, Coded, payload_bits
+from robustnic.codecs.base import Codec, CodecOutput, Coded, payload_bits
 from robustnic.codecs.container import Header
 from robustnic.data.images import check_image_tensor
+
+
+def expectation_output(outs: Sequence[CodecOutput], rate: bool = False) -> CodecOutput:
+    """One forward output standing for the mean over ``k = len(outs)`` forwards (expectation over
+    transforms, EOT): the reconstructions ``(B, 3, H, W)`` **concatenated along the channel axis**
+    into ``(B, 3k, H, W)`` and, with ``rate``, every likelihood tensor flattened per image,
+    concatenated into one ``(B, n)`` tensor ``"all"`` and raised to the power ``1/k``.
+
+    Any mean of squared differences between two such outputs is then exactly the mean over the k
+    forwards of the per-forward loss, and summed log-likelihoods are the mean bits, so the attack
+    objectives average over the draws (and their gradient is the mean gradient) with no change to
+    them. Used by the self-ensemble's and the randomised purifiers' ``"eot"`` attack modes.
+    """
+    if not outs:
+        raise ValueError("an expectation needs at least one forward output")
+    likelihoods = None
+    if rate and all(o.likelihoods is not None for o in outs):
+        flat = [v.flatten(1) for o in outs for v in o.likelihoods.values()]  # type: ignore[union-attr]
+        likelihoods = {"all": torch.cat(flat, dim=1) ** (1.0 / len(outs))}
+    return CodecOutput(torch.cat([o.x_hat for o in outs], dim=1), likelihoods)
 
 
 class DefendedCodec(Codec):

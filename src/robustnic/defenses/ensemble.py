@@ -53,7 +53,7 @@ from robustnic.codecs.base import STANDINS, Codec, CodecOutput, payload_bits
 from robustnic.codecs.zoo import read_manifest
 from robustnic.codecs.transforms import NUM_TRANSFORMS, apply_transform, inverse_transform
 from robustnic.data.images import check_image_tensor
-from robustnic.defenses.base import DefendedCodec
+from robustnic.defenses.base import DefendedCodec, expectation_output
 from robustnic.defenses.registry import register_defense
 from robustnic.errors import RobustnicError
 from robustnic.metrics import estimated_bits
@@ -296,12 +296,7 @@ class SelfEnsembleCodec(DefendedCodec):
         if self.attack_mode == "identity":
             return self.codec.forward(x, standin=standin, rate=rate)
         if self.attack_mode == "eot":
-            outs = forward_transforms(self.codec, x, standin=standin, rate=rate)
-            lk = None
-            if rate and outs[0].likelihoods is not None:
-                flat = [v.flatten(1) for o in outs for v in o.likelihoods.values()]  # type: ignore[union-attr]
-                lk = {"all": torch.cat(flat, dim=1) ** (1.0 / NUM_TRANSFORMS)}
-            return CodecOutput(torch.cat([o.x_hat for o in outs], dim=1), lk)
+            return expectation_output(forward_transforms(self.codec, x, standin=standin, rate=rate), rate)
         chosen = self.chosen_transforms(x)
         x_hat: list[torch.Tensor | None] = [None] * x.shape[0]
         lks: list[torch.Tensor | None] = [None] * x.shape[0]

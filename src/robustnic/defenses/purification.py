@@ -11,10 +11,38 @@ its robustness (``benchmarks/defense_table.py``).
 A non-differentiable step (JPEG, bit-depth rounding) passes gradients straight through (BPDA,
 Athalye et al., ICML 2018), so an attack that knows the purifier can still go through it.
 
-Specs (:func:`parse_purifier`): ``jpeg:q90``, ``blur:1.0`` (σ in pixels), ``bits:5``,
-``resize:0.5`` (down-up scale), ``noise:2`` (Gaussian σ in 8-bit steps). Each purifier registers
-itself (``@register_purifier("blur")``) and reads its own value (:meth:`Purifier.parse`); it is then
-also a defense of :func:`robustnic.defenses.make_defense` under the same prefix.
+Specs (:func:`parse_purifier`), each a purifier and a defense of :func:`robustnic.defenses.make_defense`
+under the same prefix (``median:3+ensemble``):
+
+==================  ===========================================================================
+``jpeg:q90``        JPEG re-encoding (Pillow, 4:2:0), straight-through gradient
+``diffjpeg:q90``    the same JPEG, attacked through a differentiable JPEG (:mod:`.diffjpeg`)
+``blur:1.0``        Gaussian blur, σ in pixels
+``median:3``        median of each 3 x 3 window (:mod:`.filters`)
+``unsharp:1.0``     unsharp mask, amount (``unsharp:1.0:2`` also sets σ; :mod:`.filters`)
+``bits:5``          bit-depth reduction per channel (feature squeezing)
+``quantize:32``     colour quantisation to a 32-colour palette (median cut; :mod:`.colour`)
+``resize:0.5``      down-up scaling
+``noise:2``         random: Gaussian noise, σ in 8-bit steps
+``crop:0.9``        random: crop a window (side ≥ 0.9), resize it up, then back (:mod:`.randomized`)
+``rotate:5``        random: rotate by up to ±5°, then back (:mod:`.randomized`)
+``flip``            random: flip (``flip:4``, ``flip:8``: more orientations), signalled in the
+                    header and undone by every decoder (:mod:`.randomized`)
+==================  ===========================================================================
+
+Each purifier registers itself (``@register_purifier("blur")``) and reads its own value
+(:meth:`Purifier.parse`).
+
+Randomised purifiers (:class:`RandomizedPurifier`: ``noise``, ``crop``, ``rotate``, ``flip``) draw
+from a generator the caller controls (``purifier(x, generator=g)``, one independent draw per image;
+by default their own, seeded once by ``seed`` and advanced by each call). Besides going through one
+draw (``"bpda"``) and around the purifier (``"identity"``), :class:`PurifiedCodec` attacks them with
+an expectation over transforms (``"eot"``, Athalye et al., ICML 2018): the forward averages the
+objective over :data:`EOT_DRAWS` draws (:func:`~robustnic.defenses.base.expectation_output`, the
+mechanism of the self-ensemble's ``"eot"`` mode), so the attack follows the mean gradient. The
+draws are a fixed sample, the same at every forward of an attack (seeded by ``eot_seed``), so the
+distortion objective compares each draw of the adversarial image with the same draw of the clean
+one; :func:`robustnic.defenses.attack_defense` runs every mode and keeps the worst per image.
 """
 
 from __future__ import annotations
@@ -29,7 +57,8 @@ import torch.nn.functional as F
 from robustnic.codecs.base import Codec, CodecOutput
 from robustnic.codecs.classical import ClassicalCodec
 from robustnic.data.images import check_image_tensor, to_uint8
-from robustnic.defenses.base import DefendedCodec
+from robustnic.codecs.transforms import apply_transform, inverse_transform
+from robustnic.defenses.base import DefendedCodec, expectation_output
 from robustnic.defenses.registry import register_defense
 from robustnic.errors import RobustnicError
 from robustnic.utils.registry import Registry
@@ -54,6 +83,11 @@ class Purifier(ABC):
     kind: str = ""
     #: Whether :meth:`purify` has true gradients; otherwise :meth:`__call__` passes them straight through.
     differentiable: bool = True
+    #: Whether every call draws a random transform (:class:`RandomizedPurifier`; attacked with EOT too).
+    randomized: bool = False
+    #: Whether the transform is an orientation written into the container header, which every
+    #: decoder undoes, rather than a change of the pixels (:class:`PurifiedCodec` codes it so).
+    orientation: bool = False
 
     @abstractmethod
     def purify(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,12 +120,18 @@ class Purifier(ABC):
         """The defense ``kind:value``: ``codec`` behind this purifier (see :func:`robustnic.defenses.make_defense`)."""
         return PurifiedCodec(codec, cls.parse(value))
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Purify ``x``; gradients flow through, straight-through where :meth:`purify` has none."""
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Purify ``x``; gradients flow through, straight-through where :meth:`purify` has none.
+
+        ``generator`` (a CPU generator) supplies a randomised purifier's draws (ignored by the others).
+        """
+        def purify(t: torch.Tensor) -> torch.Tensor:
+            return self.purify(t, generator=generator) if self.randomized else self.purify(t)  # type: ignore[call-arg]
+
         if self.differentiable:
-            return self.purify(x).clamp(0, 1)
+            return purify(x).clamp(0, 1)
         with torch.no_grad():
-            y = self.purify(x.detach()).clamp(0, 1)
+            y = purify(x.detach()).clamp(0, 1)
         return _StraightThrough.apply(x, y) if x.requires_grad else y
 
     @property
@@ -100,6 +140,45 @@ class Purifier(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.value:g})"
+
+
+class RandomizedPurifier(Purifier):
+    """A purifier that draws a random transform at every call, independently for each image.
+
+    The draws come from the ``generator`` passed to the call (the caller's seed: per call, per
+    batch) or else from the purifier's own CPU generator, seeded once with ``seed``
+    (:meth:`reseed`) and advanced by every call: a run is reproducible, and each call still draws
+    afresh. Draws are made on the CPU, so they do not depend on the device of the images.
+    Subclasses implement :meth:`transform`.
+    """
+
+    randomized = True
+
+    def __init__(self, seed: int = 0):
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the purifier's own generator from ``seed``."""
+        self.seed = int(seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def purify(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One draw of the transform per image of ``x``, from ``generator`` (default: the purifier's own)."""
+        return self.transform(x, self.generator if generator is None else generator)
+
+    @abstractmethod
+    def transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The batch ``x`` transformed, the random parameters of image ``i`` the ``i``-th drawn from
+        ``generator``."""
+
+    def orientations(self, n: int, generator: torch.Generator | None = None) -> list[int]:
+        """For an :attr:`orientation` purifier: one geometric transform index (0..7,
+        :mod:`robustnic.codecs.transforms`) per image, drawn from ``generator`` (default: its own)."""
+        raise NotImplementedError(f"{type(self).__name__} changes pixels, not the orientation")
+
+
+#: Draws of a randomised purifier the ``"eot"`` attack mode averages over (at least 8).
+EOT_DRAWS = 8
 
 
 #: Purifiers by spec name, registered by :func:`register_purifier` (a read-only mapping; the modules
@@ -221,25 +300,25 @@ class ResizePurifier(Purifier):
 
 
 @register_purifier("noise")
-class NoisePurifier(Purifier):
+class NoisePurifier(RandomizedPurifier):
     """Add Gaussian noise of standard deviation ``sigma`` (in 8-bit steps), then clip to [0, 1].
 
-    The noise comes from the purifier's own generator (seeded once), so a run is reproducible
-    while every call still draws fresh noise (an attack through it is an expectation over draws).
+    Randomised (:class:`RandomizedPurifier`): fresh noise at every call from a seeded generator, so
+    a run is reproducible; attacked through one draw or with an expectation over draws.
     """
 
     def __init__(self, sigma: float = 2.0, seed: int = 0):
         if not sigma > 0:
             raise RobustnicError(f"noise sigma must be positive, got {sigma}")
         self.sigma = float(sigma)
-        self.generator = torch.Generator().manual_seed(seed)
+        super().__init__(seed)
 
     @property
     def value(self) -> float:
         return self.sigma
 
-    def purify(self, x: torch.Tensor) -> torch.Tensor:
-        noise = torch.randn(x.shape, generator=self.generator).to(x)
+    def transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=generator).to(x)
         return x + noise * (self.sigma / 255.0)
 
 
@@ -259,29 +338,83 @@ def parse_purifier(spec: str | Purifier) -> Purifier:
 class PurifiedCodec(DefendedCodec):
     """Purify, then code with ``codec``: a :class:`Codec` whose forward an attack can go through.
 
+    Attack modes (:attr:`attack_modes`; :func:`robustnic.defenses.attack_defense` runs them all):
+    ``"bpda"`` (through the purifier, straight-through where it has no gradient; a randomised one
+    draws once per forward), ``"identity"`` (the wrapped codec alone: the purifier still runs
+    before coding) and, for a randomised purifier, ``"eot"``: the mean over ``eot_draws`` draws
+    (a fixed sample seeded by ``eot_seed``; module docstring). An :attr:`~Purifier.orientation`
+    purifier (``flip``) writes its draw into the container header's transform field, which every
+    decoder undoes (3 side bits, as the self-ensemble), so it cannot sit around another defense
+    that uses that field.
+
     >>> codec = PurifiedCodec(load_codec("hyperprior-small:q3"), "jpeg:q90")   # doctest: +SKIP
     >>> coded = codec.roundtrip(x)   # compare coded.x_hat with x for the clean RD cost  # doctest: +SKIP
     """
 
-    #: ``"bpda"``: attack through the purifier (straight-through where it has no gradient);
-    #: ``"identity"``: attack the wrapped codec alone (the purifier still runs before coding).
-    attack_modes = ("bpda", "identity")
+    attack_modes: tuple[str, ...] = ("bpda", "identity")
+    #: The attack modes of a randomised purifier.
+    randomized_modes = ("bpda", "eot", "identity")
 
-    def __init__(self, codec: Codec, purifier: str | Purifier, attack_mode: str = "bpda"):
+    def __init__(self, codec: Codec, purifier: str | Purifier, attack_mode: str = "bpda",
+                 eot_draws: int = EOT_DRAWS, eot_seed: int = 0):
         self.purifier = parse_purifier(purifier)
         self.defense = self.purifier.name
         super().__init__(codec)
+        if self.purifier.randomized:
+            self.attack_modes = self.randomized_modes
+        if int(eot_draws) < 1:
+            raise RobustnicError(f"an expectation over transforms needs at least one draw, got {eot_draws}")
+        self.eot_draws, self.eot_seed = int(eot_draws), int(eot_seed)
+        if self.purifier.orientation and super().side_bits:
+            raise RobustnicError(f"{self.purifier.name} writes the header's transform field, which "
+                                 f"{codec.name} already signals: put {self.purifier.kind} after it in the spec")
         self.attack_mode = attack_mode
 
+    @property
+    def side_bits(self) -> int:
+        """The wrapped codec's side bits, plus the 3-bit transform index of an orientation purifier."""
+        return super().side_bits + (3 if self.purifier.orientation else 0)
+
     def compress(self, x: torch.Tensor, transform: int | None = None) -> bytes:
-        """Purify ``x`` then encode it with the wrapped codec (its own transform choice if any)."""
+        """Purify ``x`` then encode it with the wrapped codec (its own transform choice if any); an
+        orientation purifier's draw goes into the header instead."""
         x = check_image_tensor(x).to(self.device)
+        if self.purifier.orientation:
+            if transform is not None:
+                raise RobustnicError(f"{self.purifier.name} chooses the transform itself: "
+                                     "it cannot sit inside a defense that forces one (the self-ensemble)")
+            return self.codec.compress(x, self.purifier.orientations(1)[0])  # type: ignore[attr-defined]
         with torch.no_grad():
             purified = self.purifier(x)
         return self.codec.compress(purified) if transform is None else self.codec.compress(purified, transform)
 
     def forward(self, x: torch.Tensor, standin: str = "none", rate: bool = False) -> CodecOutput:
-        """The wrapped codec's forward on the purified input (straight-through where needed)."""
+        """The wrapped codec's forward on the purified input, as set by :attr:`attack_mode`."""
         if self.attack_mode == "identity":
             return self.codec.forward(x, standin=standin, rate=rate)
-        return self.codec.forward(self.purifier(x), standin=standin, rate=rate)
+        if self.attack_mode == "eot":
+            generator = torch.Generator().manual_seed(self.eot_seed)  # the same sample at every forward
+            draws = [self.forward_draw(x, generator, standin, rate) for _ in range(self.eot_draws)]
+            return expectation_output(draws, rate)
+        return self.forward_draw(x, None, standin, rate)
+
+    def forward_draw(self, x: torch.Tensor, generator: torch.Generator | None = None, standin: str = "none",
+                     rate: bool = False) -> CodecOutput:
+        """One draw: purify ``x`` (a randomised purifier draws from ``generator``, default its own)
+        and run the wrapped codec's forward; an orientation is applied, coded and undone per image."""
+        if not self.purifier.orientation:
+            return self.codec.forward(self.purifier(x, generator), standin=standin, rate=rate)
+        chosen = self.purifier.orientations(x.shape[0], generator)  # type: ignore[attr-defined]
+        x_hat: list[torch.Tensor | None] = [None] * x.shape[0]
+        lks: list[torch.Tensor | None] = [None] * x.shape[0]
+        for t in sorted(set(chosen)):
+            idx = [i for i, c in enumerate(chosen) if c == t]
+            out = self.codec.forward(apply_transform(x[idx], t), standin=standin, rate=rate)
+            for j, i in enumerate(idx):
+                x_hat[i] = inverse_transform(out.x_hat[j : j + 1], t)
+                if out.likelihoods is not None:  # layouts differ between orientations: flatten per image
+                    lks[i] = torch.cat([v[j : j + 1].flatten(1) for v in out.likelihoods.values()], 1)
+        likelihoods = None
+        if rate and all(lk is not None for lk in lks):
+            likelihoods = {"all": torch.cat(lks)}  # type: ignore[arg-type]
+        return CodecOutput(torch.cat(x_hat), likelihoods)  # type: ignore[arg-type]
