@@ -7,6 +7,8 @@ image whatever the input), from real bitstreams.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from robustnic.attacks import (
     L2, PSNR, AgnosticAttack, CodecFamily, Linf, MeanObjective, WaveletAttack, WaveletTransform, evaluate_on_models,
     make_attack, verify_attack,
 )
+from robustnic.cli.main import main
 from robustnic.data import bundled_photos, load_image, save_image
 from robustnic.data.images import quantize_8bit
 from robustnic.errors import RobustnicError
@@ -225,3 +228,25 @@ def test_the_wavelet_method_runs_on_a_family(crops):
     a, b = tiny_codec(seed=1), tiny_codec(seed=2)
     x_adv = AgnosticAttack([a, b], method="wavelet", budget=PSNR(35), steps=2, objective="rate")(crops[:2])
     assert PSNR(35).satisfied(crops[:2], x_adv) and not torch.equal(x_adv, crops[:2])
+
+
+def test_cli_also_against_crafts_one_perturbation_and_measures_it_on_every_model(tmp_path, capsys):
+    folder = tmp_path / "images"
+    for name, x in bundled_photos(["coffee", "chelsea"], crop=48).items():
+        save_image(x, folder / f"{name}.png")
+    a, b = "bmshj2018-hyperprior:N=8:M=16:random", "bmshj2018-factorized:N=8:M=16:random"
+    out = tmp_path / "out"
+    rc = main(["attack", "-m", a, "--also-against", b, "--images", str(folder), "--method", "wavelet",
+               "--budget", "psnr:35", "--steps", "2", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert f"one perturbation crafted against {a}, {b}" in printed
+    report = json.loads((out / "models.json").read_text())
+    assert report["models"] == [a, b] and report["crafted-on"] == [a, b]
+    assert {(r["model"], r["image"]) for r in report["rows"]} == {(m, i) for m in (a, b) for i in ("coffee", "chelsea")}
+    assert all(r["budget-ok"] for r in report["rows"])
+    per_image = json.loads((out / "per_image.json").read_text())
+    assert per_image["settings"]["also_against"] == [b]
+    # the attack folder's own numbers are --model's: the same as its rows in models.json
+    main_rows = {r["image"]: r["psnr-out"] for r in per_image["rows"]}
+    assert all(abs(main_rows[r["image"]] - r["psnr-out"]) < 1e-4 for r in report["rows"] if r["model"] == a)

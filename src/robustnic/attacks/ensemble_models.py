@@ -20,12 +20,15 @@ reconstruction), through any method.
 
   and from the command line: ``robustnic attack -m A --also-against B --also-against C``;
 * :func:`evaluate_on_models` - the same adversarial images verified on real bitstreams of every
-  model given (those it was crafted on and held-out ones), one row per model and image.
+  model given (those it was crafted on and held-out ones), one row per model and image;
+  :func:`evaluate_saved_run` does it for every adversarial PNG of an attack folder.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -36,6 +39,8 @@ from robustnic.attacks.registry import make_attack
 from robustnic.attacks.verify import verify_attack
 from robustnic.codecs.base import Codec, CodecOutput, Coded
 from robustnic.errors import RobustnicError
+from robustnic.utils.io import atomic_write_text
+from robustnic.utils.tables import csv_text, group_means, json_safe
 
 
 @dataclass
@@ -194,4 +199,37 @@ def evaluate_on_models(
     return rows
 
 
-__all__ = ["AgnosticAttack", "CodecFamily", "FamilyContext", "FamilyOutput", "MeanObjective", "evaluate_on_models"]
+#: What :func:`evaluate_saved_run` writes into an attack folder.
+MODELS_JSON, MODELS_CSV = "models.json", "models.csv"
+
+
+def evaluate_saved_run(
+    out_dir: str | Path, models: Mapping[str, Codec], crafted_on: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Verify every adversarial PNG of an attack folder (``robustnic attack``'s layout) on every model.
+
+    Reads ``per_image.json``, loads each result's saved source and adversarial PNG (what the budget
+    holds on), verifies them on real bitstreams of each model (:func:`evaluate_on_models`) and writes
+    ``models.json`` (settings, per-image rows and the means) and ``models.csv`` (the means by model,
+    method and budget) atomically; returns the means.
+    """
+    from robustnic.data.images import load_image
+
+    out = Path(out_dir)
+    saved = json.loads((out / "per_image.json").read_text())
+    rows: list[dict[str, Any]] = []
+    for r in saved.get("rows", []):
+        x, x_adv = load_image(out / r["source-png"]), load_image(out / r["adversarial-png"])
+        for row in evaluate_on_models(models, x, x_adv, budget=r["budget"], crafted_on=crafted_on):
+            rows.append({"image": r["image"], "method": r["method"], "budget": r["budget"], "model": row["model"],
+                         "seen": row["seen"]} | {k: v for k, v in row.items() if k not in ("image", "model", "seen")})
+    order = {name: i for i, name in enumerate(models)}
+    summary = sorted(group_means(rows, ("model", "method", "budget")), key=lambda g: order[g["model"]])
+    report = {"crafted-on": list(crafted_on), "models": list(models), "summary": summary, "rows": rows}
+    atomic_write_text(out / MODELS_JSON, json.dumps(json_safe(report), indent=2) + "\n")
+    atomic_write_text(out / MODELS_CSV, csv_text(summary))
+    return summary
+
+
+__all__ = ["MODELS_CSV", "MODELS_JSON", "AgnosticAttack", "CodecFamily", "FamilyContext", "FamilyOutput",
+           "MeanObjective", "evaluate_on_models", "evaluate_saved_run"]

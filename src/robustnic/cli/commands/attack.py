@@ -75,6 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rd-weight", type=float, default=None,
                    help="rate-distortion objective: weight λ of the distortion (default: CompressAI's quality-1 "
                    "λ, 0.0018 for mse, 2.40 for ms-ssim)")
+    p.add_argument("--also-against", action="append", default=None, metavar="MODEL",
+                   help="agnostic-ratio attack: craft one perturbation against --model and this model at once (mean "
+                   "objective); repeatable; results are also measured on each (models.json/.csv)")
     p.add_argument("--target", default=None, help="targeted objective: the target image (same size after --crop)")
     p.add_argument("--mask", default=None,
                    help="targeted objective: region LEFT,TOP,RIGHT,BOTTOM in pixels (or a mask image file)")
@@ -96,9 +99,12 @@ def _where(spec: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import math
+
     import torch
 
-    from robustnic.attacks import ATTACKS, AttackRunDir, parse_budget, parse_mask, run_attacks
+    from robustnic.attacks import ATTACKS, AttackRunDir, CodecFamily, parse_budget, parse_mask, run_attacks
+    from robustnic.attacks.ensemble_models import evaluate_saved_run
     from robustnic.codecs import load_codec
     from robustnic.data.images import load_image
     from robustnic.data.photos import center_crop
@@ -108,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     budgets = [str(parse_budget(b)) for b in args.budget or ["psnr:40"]]
     torch.manual_seed(args.seed)  # a randomly initialised model (":random" specs) is the same on every rerun
     codec = load_codec(args.model, args.device)
+    family = {args.model: codec} | {m: load_codec(m, args.device) for m in args.also_against or []}
+    attacked = CodecFamily(list(family.values())) if len(family) > 1 else codec  # numbers: measured on --model
     loaded = load_images(args)  # unreadable files: skipped with a warning, exit 1 at the end
     images = loaded.images
     target = None
@@ -123,8 +131,9 @@ def run(args: argparse.Namespace) -> int:
                 "budgets": budgets, "steps": args.steps, "objective": args.objective, "reference": args.reference,
                 "metric": args.metric, "standin": args.standin, "restarts": args.restarts, "seed": args.seed,
                 "target": _where(args.target), "mask": _where(args.mask)}
-    # added with --color/--rd-weight: recorded only when set, so runs written before them still resume
-    extra = {k: v for k, v in (("color", args.color), ("rd_weight", args.rd_weight)) if v not in ("rgb", None)}
+    # added with --color/--rd-weight/--also-against: recorded only when set, so runs written before them still resume
+    extra = {k: v for k, v in (("color", args.color), ("rd_weight", args.rd_weight),
+                               ("also_against", args.also_against)) if v not in ("rgb", None)}
     settings.update(extra)
     config = {"command": "robustnic " + " ".join(sys.argv[1:]), "model": args.model, "codec": codec.name,
               "images": args.images, "crop": args.crop, "methods": methods, "budgets": budgets,
@@ -137,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"resuming {out}: {state.resumed} result(s) already finished", file=sys.stderr)
     try:
         results = run_attacks(
-            codec, images, methods=methods, budgets=budgets, target=target, mask=mask, batch_size=args.batch_size,
+            attacked, images, methods=methods, budgets=budgets, target=target, mask=mask, batch_size=args.batch_size,
             progress=not args.no_progress, objective=args.objective, reference=args.reference,
             metric=args.metric, standin=args.standin, steps=args.steps, seed=args.seed, restarts=args.restarts,
             skip=state.done, on_batch=state.add, color=args.color, rd_weight=args.rd_weight,
@@ -147,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
               "rerun the same command to resume", file=sys.stderr)
         raise
     report = state.finish()
+    by_model = evaluate_saved_run(out, family, crafted_on=list(family)) if len(family) > 1 else []
     if args.json:
         print_json(report["summary"])
         return unreadable_status(args, loaded)
@@ -161,6 +171,13 @@ def run(args: argparse.Namespace) -> int:
             value = row.get(key)
             cells.append("-" if value is None else fmt.format(value) if isinstance(value, (int, float)) else str(value))
         print(" | ".join(cells))
+    if by_model:
+        print(f"one perturbation crafted against {', '.join(family)}; measured on each (models.json/.csv):")
+        print("model | method | budget | n | PSNR clean | PSNR attacked | drop | VI")
+        for row in by_model:
+            print(" | ".join([row["model"], row["method"], row["budget"], str(row["n"])]
+                             + [f"{v:.2f}" if isinstance(v, (int, float)) and math.isfinite(v) else "-"
+                                for v in (row.get(k) for k in ("psnr-clean", "psnr-out", "psnr-drop", "delta-psnr"))]))
     earlier = f" ({state.resumed} more from an earlier run)" if state.resumed else ""
     print(f"wrote {len(results)} result(s){earlier} to {args.out}: summary.json/.csv (means over n images), "
           "per_image.json/.csv, and per image images/IMAGE/: source.png, clean-reconstruction.png, "
