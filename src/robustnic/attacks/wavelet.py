@@ -25,7 +25,7 @@ Parametrisations (``c' = c + Δ``; ``sgn(0) = +1`` so that zero coefficients can
 * ``"logexp"`` (default, T-MLA's map): ``c' = sgn(c) · log(max(exp(|c|) + θ, 1e-3))`` - ``θ`` is
   added to ``exp(|c|)``, so the change is about ``θ·exp(−|c|)``: concentrated on the *small*,
   less salient coefficients (fine detail, weak texture), nearly none on the large ones (the
-  low-pass band, strong edges) whose change the eye and the codec's own analysis notice most.
+  low-pass band, strong edges).
   Written as ``|c| + log(max(1 + θ·e^{−|c|}, 1e-3·e^{−|c|}))`` so that no ``exp(|c|)`` overflows.
 * ``"masking"``: ``Δ = sgn(c) · m(c) · (exp(θ) − 1)`` with the saliency
   ``m(c) = (|c| + ρ·μ_b) / ((1 + ρ)·μ_b)`` (``μ_b`` the mean ``|c|`` of band ``b`` per image, so
@@ -34,8 +34,8 @@ Parametrisations (``c' = c + Δ``; ``sgn(0) = +1`` so that zero coefficients can
   strong edges and texture by contrast masking, the floor ``ρ`` (``floor``) keeping flat regions
   movable. Less damage than ``logexp`` in our trials.
 
-Both are exact at ``θ = 0``: without a perturbation the round trip ``IDWT(DWT(x))`` returns ``x``
-(to float round-off; the same 8-bit image).
+Both are exact at ``θ = 0``: the change ``IDWT(c') − IDWT(c)`` is then exactly zero, and the round
+trip ``IDWT(DWT(x))`` itself returns ``x`` to float round-off (the same 8-bit image).
 
 Targeted mode (``target_psnr=DB``): push until the real reconstruction's PSNR against the source
 (what decoding the 8-bit iterate gives) falls to ``DB`` dB, then stop pushing that image, and
