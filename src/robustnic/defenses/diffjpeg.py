@@ -26,7 +26,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from robustnic.defenses.purification import JpegPurifier, register_purifier
+from robustnic.defenses.purification import JpegPurifier, _StraightThrough, register_purifier
 
 #: ITU-T T.81 Annex K.1: luminance quantisation table at quality 50 (row-major, 8 x 8).
 LUMA_TABLE = (
@@ -140,13 +140,17 @@ class DiffJpegPurifier(JpegPurifier):
         """The smooth stand-in at this quality (:func:`smooth_jpeg`)."""
         return smooth_jpeg(x, self.jpeg.quality)
 
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """:meth:`purify` without the clip of :meth:`Purifier.__call__`: Pillow's values are in [0, 1]
+        already, and clipping them would cut the stand-in's gradient wherever JPEG gives 0 or 1."""
+        return self.purify(x)
+
     def purify(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             real = super().purify(x.detach())
         if not x.requires_grad:
             return real
-        smooth = self.smooth(x)
-        return smooth + (real - smooth).detach()
+        return _StraightThrough.apply(self.smooth(x), real)  # Pillow's values, the stand-in's gradient
 
 
 __all__ = ["CHROMA_TABLE", "DiffJpegPurifier", "LUMA_TABLE", "dct_matrix", "quality_table", "smooth_jpeg", "soft_round"]
