@@ -104,6 +104,9 @@ TABLES: list[Table] = [
               "--speed-steps", "100", "--repeats", "3"), minutes=5),
     Table("attacks-steps-to-reference", "RESULTS-attacks.md",
           _py("benchmarks/attack_speed.py", "--model", "hyperprior-small:q3", "--crop", "128"), minutes=25),
+    # needs the peer installed: .venv/bin/pip install --no-deps tmla==0.1.1 ... (benchmarks/peer_tmla.py)
+    Table("peer-tmla", "RESULTS-attacks.md",
+          _py("benchmarks/peer_tmla.py", "--model", "hyperprior-small:q3", "--crop", "256"), minutes=12),
     # RESULTS-defenses.md
     Table("defenses", "RESULTS-defenses.md", _py("benchmarks/defense_table.py", "--steps", "100", "--crop", "128"),
           minutes=60),
