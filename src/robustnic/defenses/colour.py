@@ -39,7 +39,9 @@ class ColourQuantizePurifier(Purifier):
 
     def quantize_one(self, image: np.ndarray) -> np.ndarray:
         """An ``(H, W, 3)`` uint8 array drawn with its own median-cut palette of :attr:`colors` colours."""
-        paletted = Image.fromarray(image).quantize(colors=self.colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        paletted = Image.fromarray(image).quantize(
+            colors=self.colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
         return np.asarray(paletted.convert("RGB"))
 
     def purify(self, x: torch.Tensor) -> torch.Tensor:

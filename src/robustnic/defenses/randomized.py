@@ -145,7 +145,8 @@ class RandomFlipPurifier(RandomizedPurifier):
         return [self.choices[int(i)] for i in picks]
 
     def transform(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return torch.cat([apply_transform(xi, t) for xi, t in zip(x.split(1), self.orientations(x.shape[0], generator))])
+        chosen = self.orientations(x.shape[0], generator)
+        return torch.cat([apply_transform(xi, t) for xi, t in zip(x.split(1), chosen)])
 
 
 __all__ = ["FLIP_ORIENTATIONS", "RandomCropPurifier", "RandomFlipPurifier", "RandomRotatePurifier", "rotation_grid"]
