@@ -107,6 +107,7 @@ TABLES: list[Table] = [
     # needs the peer installed: .venv/bin/pip install --no-deps tmla==0.1.1 ... (benchmarks/peer_tmla.py)
     Table("peer-tmla", "RESULTS-attacks.md",
           _py("benchmarks/peer_tmla.py", "--model", "hyperprior-small:q3", "--crop", "256"), minutes=12),
+    Table("agnostic-ratio", "RESULTS-attacks.md", _py("benchmarks/agnostic_ratio.py", "--crop", "128"), minutes=4),
     # RESULTS-defenses.md
     Table("defenses", "RESULTS-defenses.md", _py("benchmarks/defense_table.py", "--steps", "100", "--crop", "128"),
           minutes=60),
