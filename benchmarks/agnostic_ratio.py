@@ -5,7 +5,9 @@ answer (:class:`robustnic.attacks.AgnosticAttack`, ``robustnic attack --also-aga
 mean of the objective over the models it is given. Here the models are the shipped qualities of one
 family (``hyperprior-long:q2`` .. ``q8``); the agnostic attack is crafted on some of them (default q2,
 q5, q8) and every adversarial image is measured on every quality, the held-out ones included, beside
-the same method crafted on one quality only (transfer to the others) and noise of the same budget.
+the same method crafted on one quality only (transfer to the others) and noise of the same budget. The
+agnostic attack combines the qualities' objectives by their mean or by the mean of their logarithms
+(``combine="log-mean"``: every quality counts by its relative gain).
 
 Every number comes from real bitstreams (:func:`robustnic.attacks.evaluate_on_models`): the drop of
 the reconstruction's PSNR (dB) per quality, means over the photos; ``*`` marks the qualities an attack
@@ -54,8 +56,9 @@ def main() -> None:
     kwargs = dict(budget=budget, steps=args.steps, seed=args.seed)
     runs: list[tuple[str, list[str], torch.Tensor, float]] = []
     seen = [f"q{q}" for q in args.crafted_on]
-    agnostic = AgnosticAttack([models[q] for q in seen], method=args.method, **kwargs)
-    runs.append((f"{args.method}, agnostic", seen, agnostic(x), agnostic.elapsed))
+    for combine in ("mean", "log-mean"):
+        agnostic = AgnosticAttack([models[q] for q in seen], method=args.method, combine=combine, **kwargs)
+        runs.append((f"{args.method}, agnostic ({combine})", seen, agnostic(x), agnostic.elapsed))
     for q in (f"q{q}" for q in args.singles):
         atk = make_attack(args.method, models[q], **kwargs)
         runs.append((f"{args.method}, one model", [q], atk(x), atk.elapsed))

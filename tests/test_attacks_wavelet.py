@@ -206,6 +206,20 @@ def test_an_attack_on_a_family_maximises_the_mean_objective(crops):
     assert torch.allclose(atk.objective.gain(out, ctx, x_adv), (each[0] + each[1]) / 2)
 
 
+def test_log_mean_combines_the_logarithms_and_refuses_the_targeted_objective(crops):
+    a, b = tiny_codec(seed=1), tiny_codec(seed=2)
+    atk = AgnosticAttack([a, b], method="pgd", combine="log-mean", budget=PSNR(35), steps=1, objective="rate")
+    x = crops[:2]
+    ctx = atk.attack.objective.prepare(atk.family, x)
+    out = atk.family.forward(x, rate=True)
+    each = [atk.attack.objective.inner.gain(o, c, x) for o, c in zip(out.members, ctx.members)]
+    assert torch.allclose(atk.attack.objective.gain(out, ctx, x), (each[0].log() + each[1].log()) / 2)
+    with pytest.raises(RobustnicError, match="targeted"):
+        AgnosticAttack([a, b], combine="log-mean", objective="targeted")
+    with pytest.raises(RobustnicError, match="combination"):
+        CodecFamily([a, b], combine="max")
+
+
 def test_the_agnostic_perturbation_damages_every_model_it_was_crafted_on_more_than_noise(crops):
     q2, q4, q3 = shipped("hyperprior-long:q2", "hyperprior-long:q4", "hyperprior-long:q3")
     budget = PSNR(35)

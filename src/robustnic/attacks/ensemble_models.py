@@ -63,12 +63,15 @@ class CodecFamily(Codec):
     The first codec is the *primary*: bitstreams (``compress``/``decompress``/``roundtrip``) are
     its own, and :meth:`forward` returns its reconstruction and likelihoods, with every member's
     output in :attr:`FamilyOutput.members`. An attack on a family maximises the mean of its
-    objective over the members (:meth:`adapt_objective`); everything else measures the primary.
-    All members must be on one device.
+    objective over the members (:meth:`adapt_objective`; ``combine``: see :class:`MeanObjective`);
+    everything else measures the primary. All members must be on one device.
     """
 
-    def __init__(self, codecs: Sequence[Codec]):
+    def __init__(self, codecs: Sequence[Codec], combine: str = "mean"):
         codecs = list(codecs)
+        if combine not in COMBINES:
+            raise RobustnicError(f"unknown combination {combine!r}; choose from {', '.join(COMBINES)}")
+        self.combine = combine
         if len(codecs) < 1 or not all(isinstance(c, Codec) for c in codecs):
             raise RobustnicError("a codec family needs at least one robustnic Codec")
         if any(isinstance(c, CodecFamily) for c in codecs):
@@ -90,7 +93,7 @@ class CodecFamily(Codec):
 
     def adapt_objective(self, objective: Objective) -> Objective:
         """The objective an attack on this family maximises: the mean of ``objective`` over the members."""
-        return objective if isinstance(objective, MeanObjective) else MeanObjective(objective)
+        return objective if isinstance(objective, MeanObjective) else MeanObjective(objective, self.combine)
 
     # ----- bitstreams: the primary's ---------------------------------------------------------------
     def _encode(self, x: torch.Tensor) -> tuple[list[bytes], tuple[int, ...]]:
@@ -124,11 +127,24 @@ class CodecFamily(Codec):
         return f"CodecFamily({[c.name for c in self.codecs]!r})"
 
 
-class MeanObjective(Objective):
-    """The mean over a :class:`CodecFamily`'s members of ``inner``'s gain, each with its own context."""
+#: How :class:`MeanObjective` combines the members' gains.
+COMBINES = ("mean", "log-mean")
 
-    def __init__(self, inner: Objective):
-        self.inner = inner
+
+class MeanObjective(Objective):
+    """The mean over a :class:`CodecFamily`'s members of ``inner``'s gain, each with its own context.
+
+    ``combine="mean"`` (default) averages the gains themselves; ``"log-mean"`` averages their logarithms
+    (the geometric mean: every member counts by its *relative* gain, so members with larger distortions,
+    e.g. higher qualities, do not outweigh the others; positive gains only, so not the targeted objective).
+    """
+
+    def __init__(self, inner: Objective, combine: str = "mean"):
+        if combine not in COMBINES:
+            raise RobustnicError(f"unknown combination {combine!r}; choose from {', '.join(COMBINES)}")
+        if combine == "log-mean" and inner.name == "targeted":
+            raise RobustnicError("the targeted objective's gains are negative: combine them with 'mean'")
+        self.inner, self.combine = inner, combine
         self.name = inner.name
         self.needs_rate = inner.needs_rate
 
@@ -141,10 +157,11 @@ class MeanObjective(Objective):
     def gain(self, out: CodecOutput, ctx: AttackContext, x_adv: torch.Tensor | None = None) -> torch.Tensor:
         if not isinstance(out, FamilyOutput) or not isinstance(ctx, FamilyContext):
             raise RobustnicError("the mean objective takes a CodecFamily's output and context")
-        return torch.stack([self.inner.gain(o, c, x_adv) for o, c in zip(out.members, ctx.members)]).mean(0)
+        gains = torch.stack([self.inner.gain(o, c, x_adv) for o, c in zip(out.members, ctx.members)])
+        return gains.clamp_min(1e-12).log().mean(0) if self.combine == "log-mean" else gains.mean(0)
 
     def __repr__(self) -> str:
-        return f"MeanObjective({self.inner!r})"
+        return f"MeanObjective({self.inner!r}, combine={self.combine!r})"
 
 
 class AgnosticAttack:
@@ -153,13 +170,14 @@ class AgnosticAttack:
     Arguments:
         codecs (Sequence[Codec]): the models to craft against (the first is the primary: see :class:`CodecFamily`).
         method (str): any attack method (:data:`robustnic.attacks.ATTACKS`, Default: ``"paper"``).
+        combine (str): ``"mean"`` (Default) or ``"log-mean"`` of the members' gains (:class:`MeanObjective`).
         kwargs: the method's arguments (budget, steps, objective, seed, ...).
 
     ``atk.attack`` is the underlying attack object (its ``budget``, ``elapsed``, ...).
     """
 
-    def __init__(self, codecs: Sequence[Codec], method: str = "paper", **kwargs: Any):
-        self.family = CodecFamily(codecs)
+    def __init__(self, codecs: Sequence[Codec], method: str = "paper", combine: str = "mean", **kwargs: Any):
+        self.family = CodecFamily(codecs, combine)
         self.attack = make_attack(method, self.family, **kwargs)
 
     @property
@@ -231,5 +249,5 @@ def evaluate_saved_run(
     return summary
 
 
-__all__ = ["MODELS_CSV", "MODELS_JSON", "AgnosticAttack", "CodecFamily", "FamilyContext", "FamilyOutput",
+__all__ = ["COMBINES", "MODELS_CSV", "MODELS_JSON", "AgnosticAttack", "CodecFamily", "FamilyContext", "FamilyOutput",
            "MeanObjective", "evaluate_on_models", "evaluate_saved_run"]
