@@ -3,6 +3,8 @@
 * :class:`SelfEnsembleCodec` - geometric self-ensemble: the encoder picks the best of 8
   flips/rotations and signals it in 3 header bits;
 * :class:`PurifiedCodec` - input purification baselines (JPEG, blur, bit depth, resizing, noise);
+* :class:`RefinedCodec` - latent refinement at the encoder: a few Adam steps on the latents it codes,
+  for the rate-distortion of the decoded image (a plain stream of the model: any decoder reads it);
 
 Adversarial fine-tuning (``robustnic finetune``) is training: :mod:`robustnic.training.finetune`.
 
@@ -14,6 +16,8 @@ Because a defended codec is a ``Codec``, every attack of :mod:`robustnic.attacks
     ensemble:chosen          ... attacked through the transform the encoder would pick
     jpeg:q90  blur:0.8  bits:5  resize:0.75  noise:2      purification
     jpeg:q90+ensemble        purify, then self-ensemble
+    refine:steps=20:lr=0.2   refine the latents (attacked through BPDA, the unrolled refinement, and around it)
+    jpeg:q90+refine          purify, then refine (refine comes last: it is the encoder of the model)
 
 Each prefix is registered where its class is defined (``@register_defense``, ``@register_purifier``;
 see :mod:`robustnic.defenses.registry`): a new defense is one new module (``docs/contributing.md``).
@@ -41,6 +45,7 @@ from robustnic.defenses.purification import (
     parse_purifier,
     register_purifier,
 )
+from robustnic.defenses.refine import RefinedCodec, Refinement, parse_refine
 from robustnic.defenses.registry import DEFENSES, make_defense, register_defense
 
 __all__ = [
@@ -56,11 +61,14 @@ __all__ = [
     "EnsembleChoice",
     "PurifiedCodec",
     "Purifier",
+    "RefinedCodec",
+    "Refinement",
     "SelfEnsembleCodec",
     "forward_transforms",
     "make_defense",
     "parse_ensemble",
     "parse_purifier",
+    "parse_refine",
     "register_defense",
     "register_purifier",
     "transform_groups",

@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", help="input image (any Pillow-readable file)")
     p.add_argument("--out", "-o", required=True, help="output bitstream file")
     add_model(p)
+    p.add_argument("--defense", "-d", default="none",
+                   help="encoder-side defense spec (refine, refine:steps=20:lr=0.01, ensemble, jpeg:q90+refine, ...); "
+                        "the stream stays one of --model")
     add_device(p)
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     p.set_defaults(func=run_compress)
@@ -33,10 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_compress(args: argparse.Namespace) -> int:
     from robustnic.codecs.zoo import load_codec
     from robustnic.data.images import load_image
+    from robustnic.defenses import make_defense
     from robustnic.utils.io import atomic_write_bytes
 
     x = load_image(args.image, max_pixels=args.max_pixels)
-    codec = load_codec(args.model, device=args.device)
+    codec = make_defense(load_codec(args.model, device=args.device), args.defense)
     data = codec.compress(x)
     atomic_write_bytes(args.out, data)
     print(compress_summary(args.image, args.out, data, tuple(x.shape[-2:]), codec.name))
