@@ -146,7 +146,7 @@ def test_finetune_options_and_recorded_commands_come_from_the_config():
                          attack_reference="clean", target="input", val_every=5, val_photos=["astronaut"], val_crop=64,
                          val_attack="pgd", val_attack_steps=4, checkpoint_every=6, threads=2, batch_size=3,
                          patch_size=192, lr=3e-4, aux_lr=2e-3, clip_max_norm=0.5, seed=8, images=["d 1", "d2"],
-                         max_pixels=99)
+                         max_pixels=99, regularizer="jacobian", reg_weight=3.0)
     default = FinetuneConfig()
     assert all(getattr(cfg, f.name) != getattr(default, f.name) for f in dataclasses.fields(cfg))  # all covered
     assert config_from_args(FinetuneConfig, sub.parse_args(cli_arguments(cfg) + ["-o", "x"])) == cfg
