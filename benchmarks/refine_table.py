@@ -81,14 +81,14 @@ def worst_modes(by_mode: dict[str, list[dict]]) -> list[str]:
     return sorted({min(by_mode, key=lambda m: by_mode[m][i]["psnr-out"]) for i in range(n)})
 
 
-def shift_damage(codec, crops: torch.Tensor, budget: str) -> float:
-    """Mean damage of a uniform brightness shift at ``budget`` through ``codec`` (real bitstreams)."""
+def shift_damage(codec, crops: torch.Tensor, budget: str) -> list[float]:
+    """Per crop, the damage of a uniform brightness shift at ``budget`` through ``codec`` (real bitstreams)."""
     shift = ShiftAttack(codec, budget=PSNR(float(budget.split(":")[1])))
     damage = []
     for i in range(crops.shape[0]):
         x = crops[i : i + 1]
         damage.append(psnr(x, codec.decompress(codec.compress(x))) - psnr(x, codec.decompress(codec.compress(shift(x)))))
-    return float(np.mean(damage))
+    return damage
 
 
 def outside_check(model: str, defense: str, x: torch.Tensor) -> dict:
@@ -183,12 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     by_mode = {m: float(np.mean([r["psnr-drop"] for r in mode_rows]))
                for res in (res_identity, res_bpda, res_unroll) for m, mode_rows in res.by_mode.items()}
     by_mode_plain = {m: float(np.mean([r["psnr-drop"] for r in mode_rows])) for m, mode_rows in res_plain.by_mode.items()}
-    floor_plain, floor_refined = shift_damage(plain, crops, args.budget), shift_damage(refined, crops, args.budget)
+    shift_plain, shift_refined = shift_damage(plain, crops, args.budget), shift_damage(refined, crops, args.budget)
+    floor_plain, floor_refined = float(np.mean(shift_plain)), float(np.mean(shift_refined))
+    # the shift is an attack too: per image, the worse of the gradient attacks and the shift
+    with_shift_plain = float(np.mean([max(r["psnr-drop"], d) for r, d in zip(res_plain.rows, shift_plain)]))
+    with_shift_refined = float(np.mean([max(r["psnr-drop"], d) for r, d in zip(rows, shift_refined)]))
     check = outside_check(args.model, args.defense, crops[:1])
     log("done")
 
     ratio = damage_refined / damage_plain
     above = (damage_refined - floor_refined) / (damage_plain - floor_plain)
+    ratio_with_shift = with_shift_refined / with_shift_plain
     enc_plain, enc_refined = mean(rd_plain, "encode_s"), mean(rd_refined, "encode_s")
     enc_ratio = statistics.median(rd_refined[n]["encode_s"] / rd_plain[n]["encode_s"] for n in full)
     crop_clean = {"plain": res_plain.mean("psnr-clean"), "refined": float(np.mean([r["psnr-clean"] for r in rows]))}
@@ -219,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     rd_gain = mean(rd_refined, "rd") / mean(rd_plain, "rd") - 1
     print("| check | measured | goal | met |")
     print("|---|---|---|---|")
-    print(f"| damage refine / plain (defense-aware, worst mode) | {100 * ratio:.0f}% | ≤ 60% | {'yes' if ratio <= 0.6 else 'no'} |")
+    print(f"| damage refine / plain (defense-aware, worst gradient attack mode) | {100 * ratio:.0f}% "
+          f"({damage_refined:.2f} / {damage_plain:.2f} dB) | ≤ 60% | {'yes' if ratio <= 0.6 else 'no'} |")
+    print(f"| ... with the brightness shift counted as one more attack (worst per image) | {100 * ratio_with_shift:.0f}% "
+          f"({with_shift_refined:.2f} / {with_shift_plain:.2f} dB) | ≤ 60% | {'yes' if ratio_with_shift <= 0.6 else 'no'} |")
     above_text = (f"{100 * above:.0f}%" if damage_refined > floor_refined else
                   f"{damage_refined - floor_refined:+.2f} dB: refine's damage is under its own shift floor "
                   f"(plain: {damage_plain - floor_plain:+.2f} dB above its floor)")
@@ -236,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         report = {"args": vars(args), "lambda": lmbda, "clean": {"plain": rd_plain, "refined": rd_refined},
                   "attacked": {"plain": res_plain.rows, "refined": rows, "by_mode": by_mode, "by_mode_plain": by_mode_plain},
                   "damage": {"plain": damage_plain, "refined": damage_refined, "ratio": ratio},
-                  "floor": {"plain": floor_plain, "refined": floor_refined, "above_ratio": above},
+                  "floor": {"plain": shift_plain, "refined": shift_refined, "above_ratio": above},
+                  "damage_with_shift": {"plain": with_shift_plain, "refined": with_shift_refined,
+                                        "ratio": ratio_with_shift},
                   "encode_ratio": enc_ratio, "outside_check": check, "seconds": time.perf_counter() - t_start}
         atomic_write_text(args.out, json.dumps(report, indent=1, default=str) + "\n")
     return 0
