@@ -14,7 +14,7 @@ from robustnic.cli.common import add_device, add_images, add_model, add_seed
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "defend", help=help_of("defend"),
-        description="Wrap the model in each --defense (none, ensemble, ensemble:rd:proxy, jpeg:q90, diffjpeg:q90, "
+        description="Wrap the model in each --defense (none, ensemble, ensemble:rd:proxy, refine, jpeg:q90, diffjpeg:q90, "
                     "blur:0.8, median:3, unsharp:1, bits:5, quantize:32, resize:0.75, noise:2, crop:0.9, rotate:5, "
                     "flip, jpeg:q90+ensemble, ...), attack it through the defense (randomised purifiers also with "
                     "an expectation over 8 draws) and around it, and report per budget the reconstruction PSNR of "
