@@ -18,6 +18,7 @@ One model (default ``hyperprior-small:q3``) plain and behind ``refine`` (``robus
   ``robustnic decompress -m MODEL`` (the plain model) decodes it to the refine codec's own decoding.
 
     .venv/bin/python benchmarks/refine_table.py          # about 15 min on the shared 2-core machine
+    .venv/bin/python benchmarks/refine_table.py --clean-only refine:steps=2 refine:steps=5 refine   # the steps trade-off
 
 It prints a markdown table (and writes every number to ``--out`` as JSON when given).
 """
@@ -125,6 +126,25 @@ def load_image_from(x: torch.Tensor, folder: str) -> torch.Tensor:
     return load_image(path)
 
 
+def clean_sweep(plain, specs: list[str]) -> int:
+    """Print clean RD and encode time of several refine specs against the plain model, full photos."""
+    full = bundled_photos()
+    lmbda = make_defense(plain, specs[0]).lmbda
+    base = clean_rd(plain, full, lmbda)
+    print(f"Clean RD of `{plain.name}` on the {len(full)} full held-out photos, real bitstreams; RD loss = λ·255²·MSE + bpp "
+          f"(λ {lmbda:g}); encode = median per-photo ratio of `compress` wall times.")
+    print()
+    print("| encoder | bpp | PSNR | RD loss | vs plain | encode × plain |")
+    print("|---|---|---|---|---|---|")
+    print(f"| plain | {mean(base, 'bpp'):.3f} | {mean(base, 'psnr'):.2f} | {mean(base, 'rd'):.4f} | | 1.0x |")
+    for spec in specs:
+        rows = clean_rd(make_defense(plain, spec), full, lmbda)
+        ratio = statistics.median(rows[n]["encode_s"] / base[n]["encode_s"] for n in full)
+        print(f"| `{spec}` | {mean(rows, 'bpp'):.3f} | {mean(rows, 'psnr'):.2f} | {mean(rows, 'rd'):.4f} | "
+              f"{100 * (mean(rows, 'rd') / mean(base, 'rd') - 1):+.1f}% | {ratio:.1f}x |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="hyperprior-small:q3")
@@ -144,11 +164,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: on a shared machine two threads per process thrash)")
     p.add_argument("--out", default=None, help="write every number to this JSON file")
+    p.add_argument("--clean-only", nargs="+", default=None, metavar="SPEC",
+                   help="only the clean RD and encode time of these refine specs (no attack): the steps trade-off")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
 
     plain = load_codec(args.model)
+    if args.clean_only:
+        return clean_sweep(plain, args.clean_only)
     refined = make_defense(plain, args.defense)
     if not isinstance(refined, RefinedCodec):
         raise SystemExit(f"--defense {args.defense!r} is not a refine spec")
