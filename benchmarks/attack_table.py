@@ -21,10 +21,11 @@ from robustnic.codecs import load_codec
 from robustnic.data.photos import bundled_photos
 
 COLUMNS = [
-    ("method", "method", "{}"), ("steps", "steps", "{}"), ("budget", "budget", "{}"), ("psnr-in", "PSNR in", "{:.2f}"),
+    ("method", "method", "{}"), ("objective", "objective", "{}"), ("steps", "steps", "{}"), ("budget", "budget", "{}"), ("psnr-in", "PSNR in", "{:.2f}"),
     ("psnr-clean", "PSNR clean", "{:.2f}"), ("psnr-out", "PSNR attacked", "{:.2f}"), ("psnr-drop", "drop", "{:.2f}"),
     ("psnr-out-clean", "attacked vs clean rec.", "{:.2f}"), ("delta-psnr", "VI", "{:.2f}"),
-    ("bpp-clean", "bpp clean", "{:.4f}"), ("bpp-adv", "bpp attacked", "{:.4f}"),
+    ("bpp-clean", "bpp clean", "{:.4f}"), ("bpp-adv", "bpp attacked", "{:.4f}"), ("bpp-increase", "bpp change", "{:+.4f}"),
+    ("vif-in", "input VIF", "{:.3f}"),
     ("standin-gap", "stand-in gap", "{:.1f}"), ("attack-time", "s/img", "{:.1f}"),
 ]
 
@@ -37,6 +38,8 @@ def main() -> None:
     p.add_argument("--photos", nargs="*", default=None, help="bundled photo names (default: all six)")
     p.add_argument("--methods", nargs="*", default=list(ATTACKS))
     p.add_argument("--budgets", nargs="*", default=["psnr:30", "psnr:35", "psnr:40"])
+    p.add_argument("--objectives", nargs="*", default=["distortion"],
+                   help="objectives each method is run with (distortion, added-noise, rate, rate-distortion, ...)")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--reference-steps", type=int, default=None, help="paper-reference steps (default: its 1001)")
     p.add_argument("--standin", default="none")
@@ -52,21 +55,26 @@ def main() -> None:
     start = time.perf_counter()
     rows = []
     for method in args.methods:
-        steps = args.reference_steps if method == "paper-reference" else args.steps
-        results = run_attacks(codec, images, methods=[method], budgets=args.budgets, standin=args.standin,
-                              steps=steps, seed=args.seed)
-        if args.out:
-            write_results(results, f"{args.out}/{method}", {"model": args.model, "steps": steps, "crop": args.crop})
-        shown = steps if steps is not None else ATTACKS[method](codec).steps
-        shown = 1 if method == "fgsm" or method in BASELINES else shown
-        rows.extend(r.row | {"steps": shown} for r in results)
-        assert all(r.row["budget-ok"] for r in results)
+        # the baselines ignore the objective: run them once
+        for objective in (args.objectives[:1] if method in BASELINES else args.objectives):
+            steps = args.reference_steps if method == "paper-reference" else args.steps
+            results = run_attacks(codec, images, methods=[method], budgets=args.budgets, standin=args.standin,
+                                  steps=steps, seed=args.seed, objective=objective)
+            if args.out:
+                write_results(results, f"{args.out}/{method}-{objective}",
+                              {"model": args.model, "steps": steps, "crop": args.crop, "objective": objective})
+            shown = steps if steps is not None else ATTACKS[method](codec).steps
+            shown = 1 if method == "fgsm" or method in BASELINES else shown
+            label = "-" if method in BASELINES else objective
+            rows.extend(r.row | {"steps": shown, "objective": label} for r in results)
+            assert all(r.row["budget-ok"] for r in results)
     order = {b: i for i, b in enumerate(args.budgets)}
-    summary = sorted(summarize(rows, by=("method", "steps", "budget")), key=lambda r: (order[r["budget"]],))
+    summary = sorted(summarize(rows, by=("method", "objective", "steps", "budget")), key=lambda r: (order[r["budget"]],))
     print("| " + " | ".join(title for _, title, _ in COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     for row in summary:
-        print("| " + " | ".join(fmt.format(row[k]) if isinstance(row.get(k), (int, float)) else str(row.get(k))
+        print("| " + " | ".join(fmt.format(row[k]) if isinstance(row.get(k), (int, float))
+                                else "-" if row.get(k) is None else str(row[k])
                                 for k, _, fmt in COLUMNS) + " |")
     print(f"\n{len(rows)} attacked images in {time.perf_counter() - start:.0f} s")
 

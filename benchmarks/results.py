@@ -93,6 +93,10 @@ TABLES: list[Table] = [
     # RESULTS-attacks.md
     Table("attacks-all", "RESULTS-attacks.md",
           _py("benchmarks/attack_table.py", "--model", "hyperprior-small:q3", "--crop", "128"), minutes=30),
+    Table("attacks-objectives", "RESULTS-attacks.md",
+          _py("benchmarks/attack_table.py", "--model", "hyperprior-small:q3", "--crop", "128", "--methods", "paper",
+              "pgd", "noise", "shift", "--objectives", "distortion", "added-noise", "rate", "rate-distortion"),
+          minutes=20),
     Table("attacks-baselines", "RESULTS-attacks.md",
           _py("benchmarks/attack_table.py", "--model", "hyperprior-small:q3", "--crop", "128", "--methods", "noise", "shift"),
           minutes=2),
