@@ -238,7 +238,7 @@ def test_attack_options_at_their_defaults_leave_job_configs_as_they_were():
     assert set(plain) == {"kind", "model", "attack", "budget", "defense", "image", "objective", "standin", "steps",
                           "adaptive", "seed", "crop"}  # the keys of configurations written before the options
     spelled = {"kind": "attack", "model": TINY, "attack": "paper", "budget": "psnr:38", "steps": 2, "restarts": 1,
-               "reference": "clean", "metric": "mse"}
+               "reference": "clean", "metric": "mse", "color": "rgb", "rd_weight": None, "also_against": None}
     spec = {"seed": 0, "crop": 64, "images": ["bundled:astronaut"], "study": [spelled]}
     (job,) = expand_spec(spec)
     assert job.config == plain  # explicit defaults: the same configuration, so the same key
@@ -250,6 +250,36 @@ def test_attack_options_at_their_defaults_leave_job_configs_as_they_were():
         _one("attack", model=TINY, attack="paper", budget="psnr:38", objective="targeted")
     with pytest.raises(RobustnicError, match="cap"):
         _one("attack", model=TINY, attack="paper", budget="psnr:38,linf:0")
+
+
+TINY_FACTORIZED = "bmshj2018-factorized:N=8:M=16:random"
+
+
+def test_a_grid_attack_takes_color_rd_weight_and_also_against_as_the_attack_cli_does():
+    from robustnic.attacks import run_attacks
+    from robustnic.attacks.ensemble_models import CodecFamily
+    from robustnic.studies.jobs import build_codec
+
+    config = _one("attack", model=TINY, attack="pgd", budget="psnr:35", steps=2, objective="rate-distortion",
+                  color="y", rd_weight=0.5, also_against=TINY_FACTORIZED)
+    assert (config["color"], config["rd_weight"], config["also_against"]) == ("y", 0.5, [TINY_FACTORIZED])
+    out = execute("attack", config)
+    assert out.result["budget-ok"] is True
+    # the API path: one perturbation crafted on both models, every number measured on the first
+    x = load_ref(config["image"], 64)
+    family = CodecFamily([build_codec(m, "none", 0, "cpu") for m in (TINY, TINY_FACTORIZED)])
+    (res,) = run_attacks(family, {"astronaut": x}, methods=["pgd"], budgets=["psnr:35"], steps=2, seed=0,
+                         objective="rate-distortion", color="y", rd_weight=0.5)
+    assert res.row["psnr-out"] == pytest.approx(out.result["psnr-out"], abs=1e-9)
+    assert res.row["bpp-adv"] == pytest.approx(out.result["bpp-adv"], abs=1e-12)
+    # without also_against the perturbation is another one
+    alone = execute("attack", {k: v for k, v in config.items() if k != "also_against"})
+    adversarial = {a.name: a.data for a in out.artifacts}["adversarial.png"]
+    assert {a.name: a.data for a in alone.artifacts}["adversarial.png"] != adversarial
+    with pytest.raises(RobustnicError, match="adaptive"):
+        _one("attack", model=TINY, attack="pgd", budget="psnr:35", also_against=[TINY_FACTORIZED], adaptive=True)
+    with pytest.raises(RobustnicError, match="also_against"):
+        _one("attack", model=TINY, attack="pgd", budget="psnr:35", also_against=3)
 
 
 def test_a_grid_targeted_attack_fingerprints_its_target_and_keeps_a_mask_rectangle():

@@ -213,7 +213,14 @@ class JobKind:
 
 def _finish(config: dict[str, Any]) -> dict[str, Any]:
     """Add model fingerprints, drop keys that do not apply (so they do not change the key)."""
-    models = [config.get("model"), config.get("match"), *config.get("sources", []), *config.get("targets", [])]
+    if "also_against" in config:  # one model spec or a list of them (an attack's agnostic-ratio models)
+        also = config["also_against"]
+        also = [also] if isinstance(also, str) else also
+        if also is not None and (not isinstance(also, list) or not all(isinstance(m, str) for m in also)):
+            raise RobustnicError(f"'also_against' must be a model spec or a list of them, got {also!r}")
+        config["also_against"] = also or None
+    models = [config.get("model"), config.get("match"), *config.get("sources", []), *config.get("targets", []),
+              *(config.get("also_against") or [])]
     prints = {m: f for m in models if isinstance(m, str) and (f := model_fingerprint(m))}
     if prints:
         config["fingerprints"] = dict(sorted(prints.items()))
@@ -231,6 +238,10 @@ def _finish_attack(config: dict[str, Any]) -> None:
     for key, default in _ATTACK_OPTIONAL.items():
         if key in config and config[key] == default:
             del config[key]
+    also = config.get("also_against")
+    if also and config.get("adaptive"):
+        raise RobustnicError("'also_against' (one perturbation for several models) does not combine with "
+                             "'adaptive' (the worst over a defense's attack modes): run them as two studies")
     for key in ("target", "mask"):
         value = config.get(key)
         if isinstance(value, str) and not (key == "mask" and _is_rectangle(value)):
@@ -288,7 +299,8 @@ def _attack_settings(config: dict[str, Any], size: tuple[int, int] | None = None
         restarts=config.get("restarts", _ATTACK_OPTIONAL["restarts"]), objective=config["objective"],
         reference=config.get("reference", _ATTACK_OPTIONAL["reference"]),
         metric=config.get("metric", _ATTACK_OPTIONAL["metric"]), standin=config["standin"], seed=config["seed"],
-        target=target, mask=mask,
+        target=target, mask=mask, color=config.get("color", _ATTACK_OPTIONAL["color"]),
+        rd_weight=config.get("rd_weight", _ATTACK_OPTIONAL["rd_weight"]),
     )
 
 
@@ -305,7 +317,13 @@ def run_attack(config: dict[str, Any], device: str) -> JobOutput:
     defended = build_codec(config["model"], config["defense"], config["seed"], device)
     x = load_ref(config["image"], config["crop"])
     settings = _attack_settings(config, tuple(x.shape[-2:]))
-    out = attack_and_verify(defended, x, settings, adaptive=bool(config["adaptive"]))
+    attacked = defended
+    if config.get("also_against"):  # agnostic-ratio attack: crafted on all, measured on ``model``
+        from robustnic.attacks.ensemble_models import CodecFamily
+
+        others = [build_codec(m, "none", config["seed"], device) for m in config["also_against"]]
+        attacked = CodecFamily([defended, *others])
+    out = attack_and_verify(attacked, x, settings, adaptive=bool(config["adaptive"]))
     verified = out.verified[0]
     result = _json_values(verified.row)
     timing = {k: result.pop(k) for k in list(result) if "time" in k} | {"attack-time": out.elapsed}
@@ -379,7 +397,8 @@ def _json_values(d: dict[str, Any]) -> dict[str, Any]:
 
 #: Attack options added after the grid's first release: left out of a configuration at their default
 #: (see :func:`_finish_attack`), so older specs keep their job keys.
-_ATTACK_OPTIONAL = {"restarts": 1, "reference": "clean", "metric": "mse", "target": None, "mask": None}
+_ATTACK_OPTIONAL = {"restarts": 1, "reference": "clean", "metric": "mse", "target": None, "mask": None,
+                    "color": "rgb", "rd_weight": None, "also_against": None}
 #: Parameters of every attacking kind: the options of ``robustnic attack`` (one settings object,
 #: :class:`robustnic.attacks.AttackSettings`). ``adaptive``: worst over the defense's attack modes.
 _ATTACK_PARAMS = {"objective": "distortion", "standin": "none", "steps": 100, "adaptive": False, **_ATTACK_OPTIONAL}
