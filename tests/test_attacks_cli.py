@@ -247,3 +247,18 @@ def test_cli_attack_no_progress_writes_no_control_characters(folder, tmp_path, c
     captured = capfd.readouterr()
     assert "\r" not in captured.err and "\x1b" not in captured.err and "\r" not in captured.out
     assert captured.err == ""
+
+
+@pytest.mark.parametrize("command", ["attack", "defend", "curves", "transfer"])
+def test_every_attacking_command_takes_color_and_rd_weight(command):
+    from robustnic.cli.commands.attack import changed_settings
+    from robustnic.cli.main import build_parser
+
+    required = {"attack": ["-m", "x"], "defend": ["-m", "x"], "curves": ["-m", "x"], "transfer": ["-m", "x"]}[command]
+    parser = build_parser([command])
+    args = parser.parse_args([command, *required, "--color", "ycbcr", "--rd-weight", "0.5"])
+    assert (args.color, args.rd_weight) == ("ycbcr", 0.5)
+    own = ("reference",) if command == "defend" else ()  # defend defines --reference itself (repeatable)
+    assert changed_settings(args, own) == {"color": "ycbcr", "rd_weight": 0.5}  # what curves / transfer put in specs
+    defaults = parser.parse_args([command, *required])
+    assert changed_settings(defaults, own) == {}  # unchanged options stay out of grid specs (job keys as before)

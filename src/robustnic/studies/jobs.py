@@ -239,6 +239,8 @@ def _finish_attack(config: dict[str, Any]) -> None:
         if key in config and config[key] == default:
             del config[key]
     also = config.get("also_against")
+    if also and config.get("kind", "attack") != "attack":
+        raise RobustnicError(f"'also_against' applies to attack studies, not to {config['kind']!r}")
     if also and config.get("adaptive"):
         raise RobustnicError("'also_against' (one perturbation for several models) does not combine with "
                              "'adaptive' (the worst over a defense's attack modes): run them as two studies")

@@ -27,7 +27,7 @@ NAME = "attack"
 #: Defaults of the attack options shared by ``attack``, ``defend``, ``curves`` and ``transfer``
 #: (the fields of :class:`robustnic.attacks.AttackSettings`).
 SETTING_DEFAULTS = {"objective": "distortion", "reference": "clean", "metric": "mse", "standin": "none",
-                    "restarts": 1}
+                    "restarts": 1, "color": "rgb", "rd_weight": None}
 BUDGET_HELP = ("psnr:DB, mse:TAU, linf:EPS (1/255 units) or l2:EPS, optionally with an L∞ cap: "
                "psnr:40,linf:16")
 
@@ -42,10 +42,15 @@ def add_attack_settings(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) 
         "standin": dict(choices=list(STANDINS),
                         help="quantisation stand-in during the attack (none = g_s(g_a(x)) as the paper)"),
         "restarts": dict(type=int, help="independent runs per image, best kept (default 1)"),
+        "color": dict(choices=list(COLORS), help="colour space the distortion objectives measure in (BT.601 full "
+                      "range; y = luma only; default rgb)"),
+        "rd_weight": dict(type=float, help="rate-distortion objective: weight λ of the distortion (default: "
+                          "CompressAI's quality-1 λ, 0.0018 for mse, 2.40 for ms-ssim)"),
     }
     for name, kwargs in options.items():
         if name not in skip:
-            p.add_argument(f"--{name}", default=SETTING_DEFAULTS[name], **kwargs)  # type: ignore[arg-type]
+            flag = "--" + name.replace("_", "-")
+            p.add_argument(flag, default=SETTING_DEFAULTS[name], **kwargs)  # type: ignore[arg-type]
 
 
 def changed_settings(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> dict:
@@ -69,12 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"input budget {BUDGET_HELP}; repeatable (default psnr:40)")
     p.add_argument("--steps", type=int, default=None, help="iterations (default: the method's own, 100 for paper)")
     add_attack_settings(p)
-    p.add_argument("--color", default="rgb", choices=list(COLORS),
-                   help="colour space the distortion objectives measure in (BT.601 full range; y = luma only; "
-                   "default rgb)")
-    p.add_argument("--rd-weight", type=float, default=None,
-                   help="rate-distortion objective: weight λ of the distortion (default: CompressAI's quality-1 "
-                   "λ, 0.0018 for mse, 2.40 for ms-ssim)")
     p.add_argument("--also-against", action="append", default=None, metavar="MODEL",
                    help="agnostic-ratio attack: craft one perturbation against --model and this model at once (mean "
                    "objective); repeatable; results are also measured on each (models.json/.csv)")

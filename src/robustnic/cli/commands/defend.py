@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         for budget in args.budget or ["psnr:35"]:
             res = attack_defense(defended, x, method=args.method, references=tuple(args.reference or ["clean"]),
                                  budget=budget, steps=args.steps, seed=args.seed, restarts=args.restarts,
-                                 objective=args.objective, metric=args.metric, standin=args.standin)
+                                 objective=args.objective, metric=args.metric, standin=args.standin,
+                                 color=args.color, rd_weight=args.rd_weight)
             modes = sorted({r["attack-mode"] for r in res.rows})
             print(f"{spec:28s} {budget:16s} {res.mean('psnr-clean'):10.2f} {res.mean('psnr-out'):9.2f} "
                   f"{res.mean('psnr-drop'):7.2f} {res.mean('bpp-clean'):9.4f}  {', '.join(modes)}")
