@@ -2,7 +2,9 @@
 
 * :class:`SelfEnsembleCodec` - geometric self-ensemble: the encoder picks the best of 8
   flips/rotations and signals it in 3 header bits;
-* :class:`PurifiedCodec` - input purification baselines (JPEG, blur, bit depth, resizing, noise);
+* :class:`PurifiedCodec` - input purification baselines: JPEG (real, and ``diffjpeg`` with a smooth
+  stand-in's gradient), blur, median, unsharp mask, bit depth, colour quantisation, resizing, noise,
+  and the randomised random crop / rotation / flip (attacked with an expectation over 8 draws);
 * :class:`RefinedCodec` - latent refinement at the encoder: a few Adam steps on the latents it codes,
   for the rate-distortion of the decoded image (a plain stream of the model: any decoder reads it);
 
@@ -15,6 +17,8 @@ Because a defended codec is a ``Codec``, every attack of :mod:`robustnic.attacks
     ensemble:rd:proxy:top2   RD criterion, proxy search, entropy-code the 2 best
     ensemble:chosen          ... attacked through the transform the encoder would pick
     jpeg:q90  blur:0.8  bits:5  resize:0.75  noise:2      purification
+    median:3  unsharp:1.0  quantize:32  diffjpeg:q90      purification (filters, palette, smooth JPEG)
+    crop:0.9  rotate:5  flip                              randomised purification (EOT-attacked)
     jpeg:q90+ensemble        purify, then self-ensemble
     refine:steps=20:lr=0.2   refine the latents (attacked through BPDA, the unrolled refinement, and around it)
     jpeg:q90+refine          purify, then refine (refine comes last: it is the encoder of the model)
