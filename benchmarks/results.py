@@ -73,6 +73,8 @@ def _cli(*args: str) -> tuple[str, ...]:
 
 
 ZOO = "runs/zoo"
+#: The Jacobian-regularised fine-tune of issue 17 (600 steps; the equal-time run adds "-1150").
+JACOBIAN_RUN = "runs/finetune/hyperprior-small-q3-jacobian"
 TABLES: list[Table] = [
     # RESULTS.md
     Table("rate-gap", "RESULTS.md", _py("benchmarks/rate_gap.py"), minutes=5),
@@ -118,8 +120,22 @@ TABLES: list[Table] = [
           needs=(_cli("finetune", "--model", "hyperprior-small:q3", "--steps", "1150", "--batch-size", "8",
                       "--patch-size", "128", "--lr", "0.0002", "--adv-fraction", "0", "--regularizer", "jacobian",
                       "--reg-weight", "10", "--seed", "0", "--threads", "1",
-                      "--out", "runs/finetune/hyperprior-small-q3-jacobian-1150"),),
+                      "--out", f"{JACOBIAN_RUN}-1150"),),
           minutes=120),
+    Table("refine", "RESULTS-defenses.md", _py("benchmarks/refine_table.py"), minutes=20),
+    Table("refine-steps", "RESULTS-defenses.md",
+          _py("benchmarks/refine_table.py", "--clean-only", "refine:steps=1", "refine:steps=2", "refine:steps=5",
+              "refine:steps=10", "refine"), minutes=8),
+    Table("regularized-finetune", "RESULTS-defenses.md",
+          _py("benchmarks/regularized_finetune.py", "--entry", "vanilla=hyperprior-small:q3",
+              "--entry", "PGD-3 fine-tuned (shipped)=hyperprior-small-robust:q3",
+              "--entry", f"jacobian fine-tuned, 600 steps={JACOBIAN_RUN}/last.pth.tar",
+              "--entry", f"jacobian fine-tuned, 1150 steps={JACOBIAN_RUN}-1150/last.pth.tar"),
+          needs=tuple(_cli("finetune", "--model", "hyperprior-small:q3", "--steps", str(steps), "--batch-size", "8",
+                           "--patch-size", "128", "--lr", "0.0002", "--adv-fraction", "0", "--regularizer",
+                           "jacobian", "--reg-weight", "10", "--seed", "0", "--threads", "1", "--out", out)
+                      for steps, out in ((600, JACOBIAN_RUN), (1150, f"{JACOBIAN_RUN}-1150"))),
+          minutes=15),
     Table("damage-floor", "RESULTS-defenses.md", _py("benchmarks/damage_floor.py", "--crop", "128"), minutes=2),
     Table("damage-floor-256", "RESULTS-defenses.md",
           _py("benchmarks/damage_floor.py", "--entry", "vanilla q8=hyperprior-long:q8",
