@@ -19,7 +19,7 @@ import sys
 
 import torch
 
-from defense_table import DEFAULT_ENTRIES, parse_entry
+from defense_table import default_entries, parse_entry
 from robustnic.attacks import PSNR, ShiftAttack
 from robustnic.codecs import load_codec
 from robustnic.data.photos import bundled_photos, center_crop
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     head = "| entry | codec | crop clean PSNR | " + " | ".join(f"shifted @{db:g} dB (damage)" for db in args.budgets) + " |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for text in args.entry or DEFAULT_ENTRIES:
+    for text in args.entry or default_entries():
         print(damage_row(*parse_entry(text), crops, args.budgets), flush=True)
     return 0
 

@@ -84,6 +84,13 @@ def clean_rows(codec, photos: dict[str, torch.Tensor]) -> dict[str, dict]:
     return rows
 
 
+def clean_rd(codec, photos: dict[str, torch.Tensor]) -> dict:
+    """Mean bpp, PSNR and encode seconds over ``photos`` from real bitstreams."""
+    rows = clean_rows(codec, photos).values()
+    return {k: float(np.mean([r[k2] for r in rows])) for k, k2 in (("bpp", "bpp"), ("psnr", "psnr"),
+                                                                    ("encode_s", "encode_s"))}
+
+
 def shift_damage(codec, crops: torch.Tensor, budget: str) -> list[float]:
     """Per crop, the damage of a uniform brightness shift at ``budget`` through ``codec``."""
     from robustnic.attacks import ShiftAttack
