@@ -176,6 +176,8 @@ def _device_argv(cmd: str, d, out) -> list[str]:
     small, train = str(d / "small.png"), str(d / "train")
     study = ["--images", small, "--crop", "64", "-m", TINY, "--out", str(out), "--no-progress"]
     return {
+        "analyze": ["analyze", "-m", TINY, "--images", small, "--steps", "1", "--iters", "4", "--out", str(out),
+                    "--no-progress"],
         "attack": ["attack", "-m", TINY, "--images", small, "--steps", "1", "--out", str(out), "--no-progress"],
         "bench": ["bench", str(d / "grid.yaml"), "--store", str(out / "s.sqlite"), "--no-progress"],
         "compress": ["compress", small, "-o", str(out / "x.rnic"), "-m", TINY],

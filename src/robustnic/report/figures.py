@@ -250,6 +250,31 @@ def heatmap_figure(matrix: TransferMatrix, metric: str = "psnr-drop", title: str
     return figure_png(fig)
 
 
+def magnify_figure(series: dict[str, list[tuple[str, float]]], title: str = "Layer-wise magnify ratio") -> bytes:
+    """The magnify ratio per layer, in forward order, one line per setting (``series``: label -> (layer
+    name, ratio) pairs; the layers of the first setting name the ticks). A dotted line marks 1 (the
+    input's ratio); the axis is logarithmic when the ratios span more than a factor of 10."""
+    names: list[str] = []
+    for pts in series.values():
+        names.extend(n for n, _ in pts if n not in names)
+    fig = Figure(figsize=(max(6.0, 1.5 + 0.32 * len(names)), 4.2))
+    ax = fig.add_subplot()
+    finite: list[float] = []
+    for i, (label, pts) in enumerate(series.items()):
+        xs = [names.index(n) for n, v in pts if math.isfinite(v) and v > 0]
+        ys = [v for _, v in pts if math.isfinite(v) and v > 0]
+        finite += ys
+        ax.plot(xs, ys, "-", marker=_MARKERS[i % len(_MARKERS)], label=label, markersize=4)
+    ax.axhline(1.0, color="#1d232a", linestyle=":", linewidth=0.9)
+    if finite and max(finite) / min(finite) > 10:
+        ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    _style(ax, "", "magnify ratio (relative Δ vs input's)", title)
+    if len(series) > 1:
+        ax.legend(fontsize=7)
+    return figure_png(fig)
+
+
 def wrap_label(label: Any, width: int = 18) -> str:
     """``label`` broken into lines of about ``width`` characters after ``:``, ``-``, ``+`` or spaces;
     nothing is cut (a longer piece keeps its own line)."""

@@ -9,6 +9,7 @@ inline and there is no JavaScript. Sections come from a registry keyed by job ki
 * robustness curves (PSNR under attack and bpp increase vs budget, with the AUC of each curve),
 * recompression (PSNR and bpp at every generation + decoded images at selected generations),
 * transfer (cross-image and cross-model heatmaps),
+* analyze (the Jacobian's worst-case gain beside the attack's VI per image, and the layer magnify ratios),
 * for a kind with no registered section, a generic table of its rows.
 
 Every number on the page is read from the store (measured by ``robustnic bench`` on real
@@ -28,11 +29,12 @@ from typing import Any, Iterable
 
 from robustnic import __version__
 from robustnic.attacks import BASELINES
-from robustnic.report.figures import (Bar, Spread, bar_figure, heatmap_figure, metric_label, rd_figure,
+from robustnic.report.figures import (Bar, Spread, bar_figure, heatmap_figure, magnify_figure, metric_label, rd_figure,
                                       recompression_figure, robustness_figure)
 from robustnic.report.panels import attack_panel, generation_strip
 from robustnic.report.sections import (BPP, DB, SSIM, ReportContext, fmt, html_table, img_tag, register_section,
                                        render_sections)
+from robustnic.studies.analyze import correlations
 from robustnic.studies.curves import CURVE_KEYS, CURVE_METRICS, RobustnessCurve, budget_axis, budget_cap, robustness_curves
 from robustnic.studies.recompression import recompression_series
 from robustnic.studies.store import ResultStore, Row, export_rows, latest_rows, row_means
@@ -435,6 +437,64 @@ def transfer_section(ctx: ReportContext) -> str:
     for name, title, matrix in maps:
         figures[name] = png = heatmap_figure(matrix, TRANSFER_METRIC, title, vmin=lo, vmax=hi)
         out.append(f"<figure>{img_tag(png, title)}<figcaption>{html.escape(title)}</figcaption></figure>")
+    out.append("</section>")
+    return "".join(out)
+
+
+#: Configuration keys that identify an ``analyze`` setting (its rows differ by image only).
+ANALYZE_BY = ("model", "attack", "budget", "steps", "standin", "crop")
+
+
+@register_section("analyze")
+def analyze_section(ctx: ReportContext) -> str:
+    """Diagnostics: per setting, each image's worst-case linear gain (20·log10 σ₁ of the relaxed codec's
+    Jacobian) beside the attack's VI, their Spearman correlation over the images, and a plot of the
+    magnify ratio per layer (mean over the images)."""
+    rows = ctx.rows("analyze")
+    if not rows:
+        return ""
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for r in rows:
+        groups.setdefault(_setting(r.config, ANALYZE_BY), []).append(r)
+    out = ['<section id="analyze"><h2>Amplification spectrum</h2><p class="note">gain = 20·log10 σ₁, σ₁ the '
+           "largest singular value of the Jacobian of the relaxed codec x ↦ x̂ at the image (Lanczos): linearised, no "
+           "perturbation is amplified more. VI = Chen &amp; Ma’s ΔPSNR of the attack, from real bitstreams, on the "
+           "same scale; linear = the linearised gain of the attack’s own perturbation; align = |cos| between it "
+           "and the top singular vector. Spearman: rank correlation of gain and VI over the images.</p>"]
+    series: dict[str, list[tuple[str, float]]] = {}
+    for members in groups.values():
+        c = members[0].config
+        attack = "no attack" if c.get("attack") in (None, "none") else f"{c.get('attack')} {c.get('budget')}, " \
+                 f"{c.get('steps')} steps"
+        label = f"{c.get('model')} · {attack}"
+        table = []
+        for r in sorted(members, key=image_name):
+            res = r.result
+            sig = list(res.get("sigmas") or [])
+            table.append({"image": image_name(r), "gain": res.get("gain-db"), "s1": sig[0] if sig else None,
+                          "s2": sig[1] if len(sig) > 1 else None, "vi": res.get("delta-psnr"),
+                          "lin": res.get("linear-db"), "drop": res.get("psnr-drop"), "align": res.get("alignment"),
+                          "it": res.get("iterations")})
+        rho = correlations([{"gain-db": t["gain"], "delta-psnr": t["vi"]} for t in table])
+        corr = rho[0] if rho else None
+        corr_text = ("Spearman(gain, VI) = " + (f"{corr['spearman']:+.3f} over {corr['n']} images"
+                     if corr and corr["spearman"] is not None else "– (fewer than 3 images with both)"))
+        out.append(f"<h3>{html.escape(label)}</h3>")
+        out.append(html_table(table, [("image", "image"), ("gain", "gain (dB)", DB), ("s1", "σ₁", 3), ("s2", "σ₂", 3),
+                                      ("it", "steps"), ("vi", "VI (dB)", DB), ("lin", "linear (dB)", DB),
+                                      ("drop", "PSNR drop (dB)", DB), ("align", "align", 3)]))
+        out.append(f'<p class="note">{html.escape(corr_text)}.</p>')
+        layers: dict[str, list[float]] = {}
+        for r in members:
+            for layer in r.result.get("layers") or []:
+                layers.setdefault(str(layer.get("name")), []).append(layer.get("magnify"))
+        if layers:
+            series[label] = [(n, finite_mean(v)) for n, v in layers.items()]
+    if series:
+        ctx.figures["analyze-magnify.png"] = png = magnify_figure(series)
+        out.append(f"<figure>{img_tag(png, 'magnify ratio per layer')}<figcaption>Magnify ratio of the adversarial "
+                   "image per layer, (‖Δa‖/‖a‖) / (‖Δx‖/‖x‖), mean over the images (Wu et al. 2024): above 1, the "
+                   "layer grew the perturbation relative to the signal.</figcaption></figure>")
     out.append("</section>")
     return "".join(out)
 

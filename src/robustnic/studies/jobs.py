@@ -12,6 +12,7 @@ kind                one row holds
 ``recompression``   PSNR and bpp at every generation of re-encoding one image
 ``transfer-image``  a perturbation crafted on each image, added to every other (matrix)
 ``transfer-model``  adversarial images crafted on source models, decoded by target models
+``analyze``         the amplification spectrum of one image, an attack's VI and layer ratios
 ==================  =====================================================================
 
 Configurations are complete and JSON-safe: models and images are fingerprinted (sha256) so a
@@ -226,7 +227,15 @@ def _finish(config: dict[str, Any]) -> dict[str, Any]:
         config["fingerprints"] = dict(sorted(prints.items()))
     if "match" in config and not str(config.get("model", "")).endswith(":match"):
         del config["match"]
-    if "attack" in config:
+    if config.get("kind") == "analyze":
+        from robustnic.studies.analyze import SPECTRUM_STANDINS, attack_settings
+
+        if config["standin"] not in SPECTRUM_STANDINS:
+            raise RobustnicError(f"analyze: standin must be one of {', '.join(SPECTRUM_STANDINS)} (deterministic), "
+                                 f"got {config['standin']!r}")
+        if config["attack"] not in (None, "none"):  # raises on an unknown method or budget
+            attack_settings(config["attack"], config["budget"], config["steps"], config["seed"], config["standin"])
+    elif "attack" in config:
         _finish_attack(config)
     return config
 
@@ -386,6 +395,24 @@ def run_transfer_model(config: dict[str, Any], device: str) -> JobOutput:
     return JobOutput(matrix.as_dict())
 
 
+def run_analyze(config: dict[str, Any], device: str) -> JobOutput:
+    """Diagnostics of one image: :func:`robustnic.studies.analyze.analyze_image` (the Jacobian's top
+    singular values and worst-case gain, the attack's VI on real bitstreams, the layer magnify ratios;
+    ``attack = "none"``: the spectrum alone)."""
+    from robustnic.studies.analyze import analyze_image, attack_settings
+
+    codec = build_codec(config["model"], "none", config["seed"], device)
+    x = load_ref(config["image"], config["crop"])
+    settings = None if config["attack"] in (None, "none") else attack_settings(
+        config["attack"], config["budget"], config["steps"], config["seed"], config["standin"])
+    row, layers, x_adv = analyze_image(codec, x, settings, k=int(config["k"]), iters=int(config["iters"]),
+                                       tol=float(config["tol"]), seed=config["seed"], standin=config["standin"])
+    result = _json_values(row) | {"codec": codec.name, "layers": layers}
+    timing = {k: result.pop(k) for k in ("spectrum-time", "attack-time") if k in result}
+    artifacts = [Artifact("adversarial.png", png_bytes(x_adv))] if x_adv is not None else []
+    return JobOutput(result, artifacts, timing)
+
+
 def _json_values(d: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -423,6 +450,10 @@ JOB_KINDS: dict[str, JobKind] = {
                 {"seed": 0, "crop": None, "sources": None, "targets": None, **_ATTACK_PARAMS},
                 lists=("sources", "targets"),
                 doc="adversarial images moved across models"),
+        JobKind("analyze", run_analyze, ("model", "attack", "budget", "image"),
+                {"attack": "paper", "budget": "psnr:35", "seed": 0, "crop": None, "steps": 20, "standin": "none",
+                 "k": 3, "iters": 40, "tol": 1e-3},
+                doc="amplification spectrum, attack VI and layer magnify ratios"),
     ]
 }
 

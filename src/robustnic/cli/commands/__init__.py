@@ -21,6 +21,7 @@ class Command(NamedTuple):
 
 #: Every command, in the order ``robustnic --help`` lists them.
 COMMANDS: dict[str, Command] = {
+    "analyze": Command("analyze", "amplification spectrum of a codec per image (worst-case linear gain) beside an attack's VI"),
     "attack": Command("attack", "attack images with adversarial perturbations and measure the damage on real bitstreams"),
     "bench": Command("bench", "run a grid spec (TOML/YAML: models x attacks x budgets x defenses x images) into a store"),
     "compress": Command("compress", "encode an image into a robustnic bitstream file"),
