@@ -114,6 +114,13 @@ TABLES: list[Table] = [
     Table("peer-tmla", "RESULTS-attacks.md",
           _py("benchmarks/peer_tmla.py", "--model", "hyperprior-small:q3", "--crop", "256"), minutes=12),
     Table("agnostic-ratio", "RESULTS-attacks.md", _py("benchmarks/agnostic_ratio.py", "--crop", "128"), minutes=4),
+    Table("attacks-analyze", "RESULTS-attacks.md",
+          _py("benchmarks/analyze_table.py", "-m", "hyperprior-small:q3", "--out", "runs/analyze-q3"), minutes=2),
+    Table("attacks-analyze-100", "RESULTS-attacks.md",
+          _py("benchmarks/analyze_table.py", "-m", "hyperprior-small:q3", "--steps", "100", "--out",
+              "runs/analyze-q3-100"), minutes=3),
+    Table("attacks-analyze-q8", "RESULTS-attacks.md",
+          _py("benchmarks/analyze_table.py", "-m", "hyperprior-long:q8", "--out", "runs/analyze-q8"), minutes=2),
     # RESULTS-defenses.md
     Table("defenses", "RESULTS-defenses.md",
           _py("benchmarks/defense_table.py", "--steps", "100", "--crop", "128", "--jobs", "2"),
