@@ -123,7 +123,7 @@ TABLES: list[Table] = [
           _py("benchmarks/analyze_table.py", "-m", "hyperprior-long:q8", "--out", "runs/analyze-q8"), minutes=2),
     # RESULTS-defenses.md
     Table("defenses", "RESULTS-defenses.md",
-          _py("benchmarks/defense_table.py", "--steps", "100", "--crop", "128", "--jobs", "2"),
+          _py("benchmarks/defense_table.py", "--steps", "50", "--crop", "128", "--jobs", "2"),
           needs=(_cli("finetune", "--model", "hyperprior-small:q3", "--steps", "1150", "--batch-size", "8",
                       "--patch-size", "128", "--lr", "0.0002", "--adv-fraction", "0", "--regularizer", "jacobian",
                       "--reg-weight", "10", "--seed", "0", "--threads", "1",
