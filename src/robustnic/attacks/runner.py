@@ -132,6 +132,7 @@ def run_attacks(
         if on_batch is not None:
             on_batch(batch)
         bar.set_postfix({"psnr-in": f"{_mean(v.row['psnr-in'] for v in out.verified):.2f}",
+                         "vif-in": f"{_mean(v.row['vif-in'] for v in out.verified):.3f}",
                          "psnr-out": f"{_mean(v.row['psnr-out'] for v in out.verified):.2f}"})
     return results
 

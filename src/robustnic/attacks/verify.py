@@ -10,7 +10,13 @@ dict with (PSNR in dB on 8-bit values, bpp of the entropy-coded payload, Compres
 ``psnr-drop``       ``psnr-clean - psnr-out``
 ``psnr-out-clean``  PSNR(x̂(x), x̂(x_adv)): attacked vs clean reconstruction
 ``delta-psnr``      Chen & Ma's VI = 10·log10(MSE(x̂(x_adv), x̂(x)) / MSE(x_adv, x))
-``ms-ssim-*``       MS-SSIM vs the source, clean and attacked (None below 162 px)
+``ms-ssim-*``       MS-SSIM vs the source, clean and attacked (fewer scales below 161 px, recorded in
+                    ``ms-ssim-scales``; None below 11 px)
+``vif-in``          VIF(x, x_adv), ``gmsd-in``, ``haarpsi-in``: how visible the perturbation is
+                    (:mod:`robustnic.metrics`: VIF and HaarPSI 1, GMSD 0 for identical images)
+``vif-clean``       VIF(x, x̂(x)), ``gmsd-clean``, ``haarpsi-clean``: the clean reconstruction
+``vif-out``         VIF(x, x̂(x_adv)), ``gmsd-out``, ``haarpsi-out``: the attacked reconstruction
+                    (VIF None below 41 px, HaarPSI below 16 px, GMSD for 2x2 px and smaller)
 ``bpp-clean/adv``   real bpp of the two bitstreams; ``bpp-increase`` = adv - clean
 ``bpp-est-*``       bpp estimated from the likelihoods (quantised forward; None for classical codecs)
 ``psnr-out-standin`` PSNR(x, stand-in reconstruction of x_adv), what the attack optimised
@@ -32,7 +38,7 @@ from robustnic.attacks.budget import L2, Budget, Linf, parse_budget
 from robustnic.codecs.base import STANDINS, Codec, Coded
 from robustnic.data.images import check_image_tensor, quantize_8bit
 from robustnic.errors import ImageError, RobustnicError
-from robustnic.metrics import delta_psnr, estimated_bpp, ms_ssim, ms_ssim_scales, mse_8bit, psnr
+from robustnic.metrics import PERCEPTUAL, delta_psnr, estimated_bpp, ms_ssim, ms_ssim_scales, mse_8bit, psnr
 
 
 @dataclass
@@ -42,6 +48,12 @@ class Verified:
     row: dict
     clean: Coded
     adv: Coded
+
+
+def perceptual_row(x: torch.Tensor, images: dict[str, torch.Tensor]) -> dict[str, float | None]:
+    """``{"vif-NAME": vif(x, image), "gmsd-NAME": ..., "haarpsi-NAME": ...}`` for each named image
+    (:data:`robustnic.metrics.PERCEPTUAL`, the source ``x`` as reference)."""
+    return {f"{metric}-{name}": fn(x, image) for name, image in images.items() for metric, fn in PERCEPTUAL.items()}
 
 
 @torch.no_grad()
@@ -98,6 +110,7 @@ def verify_images(
             "ms-ssim-clean": ms_ssim(xi, hat_clean),
             "ms-ssim-out": ms_ssim(xi, hat_adv),
             "ms-ssim-scales": ms_ssim_scales(*xi.shape[-2:]),
+            **perceptual_row(xi, {"in": ai, "clean": hat_clean, "out": hat_adv}),
             "bpp-clean": clean.bpp,
             "bpp-adv": adv.bpp,
             "bpp-increase": adv.bpp - clean.bpp,
@@ -139,4 +152,4 @@ def verify_attack(
     return [v.row for v in verify_images(codec, x, x_adv, standin, budget, attack_time)]
 
 
-__all__ = ["Verified", "verify_attack", "verify_images"]
+__all__ = ["Verified", "perceptual_row", "verify_attack", "verify_images"]

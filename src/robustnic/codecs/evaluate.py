@@ -14,7 +14,7 @@ from robustnic.codecs.autoregressive import coded_likelihoods, is_autoregressive
 from robustnic.codecs.base import Codec
 from robustnic.codecs.learned import PAD_MULTIPLE, LearnedCodec
 from robustnic.data.images import pad_to_multiple
-from robustnic.metrics import estimated_bpp, ms_ssim, ms_ssim_scales, psnr
+from robustnic.metrics import HAARPSI_MIN_SIDE, PERCEPTUAL, VIF_MIN_SIDE, estimated_bpp, ms_ssim, ms_ssim_scales, psnr
 from robustnic.utils.io import atomic_write_text
 from robustnic.utils.tables import json_safe, mean_count, write_csv
 
@@ -26,8 +26,10 @@ from robustnic.utils.tables import json_safe, mean_count, write_csv
 #: (:mod:`robustnic.codecs.autoregressive`). ``encoding_time`` / ``decoding_time`` mean what they mean in
 #: ``eval_model``: the wall time of the model's ``compress`` / ``decompress`` on the padded tensor, with one
 #: torch thread (``eval_model`` sets it on import); robustnic's container and checks are not counted.
+#: ``vif``, ``gmsd`` and ``haarpsi`` are the reconstruction's perceptual metrics against the source
+#: (:mod:`robustnic.metrics`; VIF and HaarPSI 1, GMSD 0 for a perfect reconstruction).
 RD_KEYS = ("psnr-rgb", "ms-ssim-rgb", "bpp", "bpp-file", "bpp-estimated", "bpp-forward", "encoding_time",
-           "decoding_time", "ms-ssim-scales")
+           "decoding_time", "ms-ssim-scales", *PERCEPTUAL)
 
 
 #: Torch threads while evaluating: CompressAI's ``eval_model`` runs everything with one. Metrics run with
@@ -49,7 +51,8 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def evaluate_image(codec: Codec, x: torch.Tensor, threads: int | None = EVAL_THREADS) -> dict[str, float | None]:
-    """Real round trip of one image: PSNR, MS-SSIM (8-bit), bpp (payload), file bpp, estimated bpp, times.
+    """Real round trip of one image: PSNR, MS-SSIM, VIF, GMSD, HaarPSI (8-bit), bpp (payload), file bpp,
+    estimated bpp, times.
 
     Runs with ``threads`` torch threads (default 1, as ``eval_model``; None keeps torch's setting), so
     ``encoding_time`` / ``decoding_time`` compare with CompressAI's. The estimates are None for codecs
@@ -71,6 +74,7 @@ def _evaluate_image(codec: Codec, x: torch.Tensor) -> dict[str, float | None]:
         "encoding_time": coded.encode_time,
         "decoding_time": coded.decode_time,
     }
+    row.update({name: fn(x, coded.x_hat) for name, fn in PERCEPTUAL.items()})
     pixels = x.shape[-2] * x.shape[-1]
     if codec.differentiable:
         with torch.no_grad():
@@ -96,11 +100,18 @@ def mean_row(rows: Iterable[dict[str, float | None]]) -> dict[str, float | None]
     return out
 
 
+#: What each perceptual metric needs of an image's size (it is None on a smaller one).
+_NEEDS = {"vif": f"{VIF_MIN_SIDE} px a side VIF", "gmsd": "3 px along one side GMSD",
+          "haarpsi": f"{HAARPSI_MIN_SIDE} px a side HaarPSI"}
+
+
 def _gap(row: dict[str, float | None], key: str) -> str:
     """Why ``row[key]`` cannot enter a mean, in a few words."""
     value = row.get(key)
     if key == "ms-ssim-rgb" and value is None and row.get("ms-ssim-scales") == 0:
         return "no ms-ssim-rgb (under the 11 px a side MS-SSIM needs)"
+    if key in _NEEDS and value is None:
+        return f"no {key} (under the {_NEEDS[key]} needs)"
     if value is None:
         return f"no {key}"
     return f"{key} is {value}"  # nan or inf (an identical reconstruction's PSNR)
@@ -115,7 +126,8 @@ def common_mean_row(
     column is over the images whose every applying column is finite, so bpp and MS-SSIM of a mean row
     always describe the same images. A column that applies to no image (the likelihood estimates of
     JPEG, MS-SSIM when every image is under 11 px) is None. An image left out (a 10x10 image without
-    MS-SSIM, an identical reconstruction's infinite PSNR) is named with the reason; when no image has
+    MS-SSIM, a 32-px crop without VIF beside larger images, an identical reconstruction's infinite
+    PSNR) is named with the reason; when no image has
     every column, every mean is None.
 
     Returns ``(mean row, {image: reason})``."""

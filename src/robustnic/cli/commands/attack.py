@@ -160,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(report["summary"])
         return unreadable_status(args, loaded)
     cols = [("method", "method", "{}"), ("budget", "budget", "{}"), ("n", "n", "{}"), ("psnr-in", "PSNR in", "{:.2f}"),
-            ("psnr-clean", "PSNR clean", "{:.2f}"), ("psnr-out", "PSNR attacked", "{:.2f}"),
+            ("vif-in", "VIF in", "{:.3f}"), ("psnr-clean", "PSNR clean", "{:.2f}"),
+            ("psnr-out", "PSNR attacked", "{:.2f}"),
             ("delta-psnr", "VI", "{:.2f}"), ("bpp-clean", "bpp clean", "{:.4f}"), ("bpp-adv", "bpp attacked", "{:.4f}"),
             ("attack-time", "time/img (s)", "{:.2f}")]
     print(" | ".join(title for _, title, _ in cols))

@@ -9,11 +9,13 @@ from robustnic.cli.common import add_device, add_images, add_model, load_images,
 from robustnic.codecs.options import DEFAULT_MODEL
 
 #: The printed table: (heading, key of the mean row, format). ``bpp`` is the entropy-coded payload
-#: (CompressAI's ``bpp``), ``bpp-file`` the whole file with robustnic's container header.
+#: (CompressAI's ``bpp``), ``bpp-file`` the whole file with robustnic's container header. VIF is the
+#: reconstruction's visual information fidelity (1 = perfect); GMSD and HaarPSI are in the files only.
 COLUMNS = (
     ("PSNR (dB)", "psnr-rgb", "{:.2f}"),
     ("MS-SSIM", "ms-ssim-rgb", "{:.4f}"),
     ("scales", "ms-ssim-scales", "{:.3g}"),
+    ("VIF", "vif", "{:.4f}"),
     ("bpp (payload)", "bpp", "{:.4f}"),
     ("bpp (file)", "bpp-file", "{:.4f}"),
     ("bpp (estimated)", "bpp-estimated", "{:.4f}"),
@@ -25,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "eval", help=help_of("eval"),
         epilog="bpp (payload) counts the entropy-coded strings, as CompressAI's bpp (the rows' 'bpp'); bpp (file) "
                "counts the whole file with its container header ('bpp-file'). Each mean is over one image set for "
-               "every column: images without a value in some column (e.g. MS-SSIM under 11 px) are left out of the "
-               "mean and named. Exit status 1 when some image files could not be read (the others are evaluated).")
+               "every column: images without a value in some column (e.g. VIF under 41 px, MS-SSIM under 11 px) are "
+               "left out of the mean and named. Exit status 1 when some image files could not be read (the others "
+               "are evaluated).")
     add_model(p, multiple=True)
     add_images(p, skips_unreadable=True)
     add_device(p)
