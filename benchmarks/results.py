@@ -95,6 +95,9 @@ TABLES: list[Table] = [
     # RESULTS-attacks.md
     Table("attacks-all", "RESULTS-attacks.md",
           _py("benchmarks/attack_table.py", "--model", "hyperprior-small:q3", "--crop", "128"), minutes=30),
+    Table("attacks-field", "RESULTS-attacks.md",
+          _py("benchmarks/attack_table.py", "--model", "hyperprior-small:q3", "--crop", "128", "--methods", "paper",
+              "madc", "ssah", "cadv", "korhonen", "wavelet", "noise", "shift"), minutes=20),
     Table("attacks-objectives", "RESULTS-attacks.md",
           _py("benchmarks/attack_table.py", "--model", "hyperprior-small:q3", "--crop", "128", "--methods", "paper",
               "pgd", "noise", "shift", "--objectives", "distortion", "added-noise", "rate", "rate-distortion"),
