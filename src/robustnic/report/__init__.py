@@ -11,6 +11,7 @@ PosixPath('report/report.html')
 from robustnic.report.figures import (bar_figure, heatmap_figure, metric_label, rd_figure, recompression_figure,
                                       robustness_figure)
 from robustnic.report.html import REPORT_NAME, build_report, render_report
+from robustnic.report import robust_rd as _robust_rd  # noqa: F401  (registers the robust-RD section)
 from robustnic.report.panels import amplified_perturbation, attack_panel, generation_strip, uniform_offset, zoom_window
 from robustnic.report.sections import ReportContext, generic_section, register_section
 
