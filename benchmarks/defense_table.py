@@ -8,10 +8,10 @@ counts as one more attack: it is the floor every codec that keeps clean images i
 
 Per entry, all numbers from real bitstreams (compress -> bytes -> decompress):
 
-* clean RD on the full held-out photos: mean bpp and PSNR, and the rate change against the entry's
-  plain model (the model without its defense) at equal distortion, to first order along the plain
-  model's own RD slope (its training λ: ``Δbpp + λ·255²·ΔMSE`` relative to the plain bpp). With one
-  rate per model this stands in for the BD-rate, which needs curves;
+* clean RD on the full held-out photos: mean bpp and PSNR, and the change of the RD cost
+  ``bpp + λ·255²·MSE`` against the entry's plain model (the model without its defense) at the plain
+  model's training λ. With one rate per model this stands in for the BD-rate, which needs curves
+  (``benchmarks/refine_table.py --bd`` measures refine's on the ``hyperprior-long`` family);
 * on centre crops of the same photos, per budget: damage = clean PSNR - attacked PSNR (worst attack
   per image), and the part of it above the brightness-shift floor (damage - shift damage);
 * encode and decode time of the defended codec over the plain model's, median over the photos,
@@ -157,17 +157,21 @@ def evaluate(label: str, spec: str, defense: str, settings: dict) -> dict:
     return result
 
 
-def rate_change(r: dict, reference: dict | None = None, lmbda: float | None = None) -> float | None:
-    """Rate change (%) against ``reference``'s clean rows (default: the entry's plain model) at equal
-    MSE, first order along the reference's RD slope λ·255²."""
+def rd_change(r: dict, reference: dict | None = None, lmbda: float | None = None) -> float | None:
+    """Change (%) of the clean RD cost ``bpp + λ·255²·MSE`` (means over the photos) against ``reference``'s
+    clean rows (default: the entry's plain model), with the reference model's training λ: the loss the
+    model was trained to minimise, so negative is a better rate-distortion trade-off at that model's λ.
+    (A first-order "rate at equal PSNR" along the slope λ·255² exaggerates changes of more than a few
+    tenths of a dB; a BD-rate needs a curve of rates, which benchmarks/refine_table.py --bd measures.)"""
     reference = r["plain_clean"] if reference is None else reference
     if reference is None:
         return None
     lmbda = r["lambda"] if lmbda is None else lmbda
-    bpp, mse = (np.mean([row[k] for row in r["clean"].values()]) for k in ("bpp", "mse"))
-    bpp0, mse0 = (np.mean([row[k] for row in reference.values()]) for k in ("bpp", "mse"))
-    equal = bpp + lmbda * 255.0**2 * (mse - mse0)  # bits the entry would spend at the reference's MSE
-    return 100 * (equal / bpp0 - 1)
+
+    def cost(rows) -> float:
+        return float(np.mean([row["bpp"] for row in rows]) + lmbda * 255.0**2 * np.mean([row["mse"] for row in rows]))
+
+    return 100 * (cost(r["clean"].values()) / cost(reference.values()) - 1)
 
 
 def time_ratio(r: dict, key: str) -> float | None:
@@ -181,12 +185,12 @@ def clean_mean(r: dict, key: str) -> float:
 
 
 def markdown(results: list[dict], budgets: list[str]) -> str:
-    head = ("| entry | codec | clean bpp | clean PSNR | rate vs plain at equal PSNR | "
+    head = ("| entry | codec | clean bpp | clean PSNR | RD cost vs plain | "
             + " | ".join(f"damage @{b.split(':')[1]}" for b in budgets)
             + f" | above floor @{budgets[0].split(':')[1]} | encode × plain | decode × plain | attack modes tried (images won) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
-        rate, enc, dec = rate_change(r), time_ratio(r, "encode_s"), time_ratio(r, "decode_s")
+        rate, enc, dec = rd_change(r), time_ratio(r, "encode_s"), time_ratio(r, "decode_s")
         cells = [r["label"], f"`{r['name']}`", f"{clean_mean(r, 'bpp'):.3f}", f"{clean_mean(r, 'psnr'):.2f}",
                  "-" if rate is None else f"{rate:+.1f}%"]
         cells += [f"{np.mean(r['attacked'][b]['damage']):.2f}" for b in budgets]
@@ -204,7 +208,7 @@ def goal_check(results: list[dict], budgets: list[str]) -> str:
     """Each entry against the vanilla entry of its family at the budget the vanilla model is hurt most:
     the share of the damage above the shift floor that it removes (issue 17's goal: two thirds)."""
     vanilla = {r["label"].split(" ", 1)[1]: r for r in results if r["label"].startswith("vanilla ")}
-    lines = ["| entry | vs | budget | damage above floor: vanilla -> entry | removed | clean rate vs vanilla at equal PSNR |",
+    lines = ["| entry | vs | budget | damage above floor: vanilla -> entry | removed | clean RD cost vs vanilla |",
              "|---|---|---|---|---|---|"]
     for r in results:
         family = r["label"].split(" ", 1)[1] if " " in r["label"] else None
@@ -218,7 +222,7 @@ def goal_check(results: list[dict], budgets: list[str]) -> str:
 
         before, after = above(ref), above(r)
         removed = 1 - after / before if before > 0 else float("nan")
-        rate = rate_change(r, ref["clean"], ref["lambda"])
+        rate = rd_change(r, ref["clean"], ref["lambda"])
         shown = "-" if math.isnan(removed) else f"{100 * removed:.0f}%"
         lines.append(f"| {r['label']} | {ref['label']} | {worst} | {before:.2f} -> {after:.2f} dB | {shown} | "
                      f"{'-' if rate is None else f'{rate:+.1f}%'} |")
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
           f"of every attack mode the entry offers (references {'/'.join(args.references)}) and of a uniform brightness "
           f"shift at the same budget. Damage = clean - attacked PSNR (dB) on the {n} held-out photos' centre crops "
           f"{args.crop}x{args.crop}; above floor = damage - shift damage. Clean RD, rate change and times on the full "
-          f"photos; rate vs plain = bits at the plain model's MSE along its RD slope (its λ), relative to its bpp. "
+          f"photos; RD cost = bpp + λ·255²·MSE with the plain model's training λ (negative: a better trade-off). "
           f"Real bitstreams throughout. Attack and defense engine source {code}.\n")
     print(markdown(ordered, budgets))
     check = goal_check(ordered, budgets)
