@@ -86,7 +86,7 @@ def test_section_has_a_row_per_model_and_defense_with_the_stores_means(store):
             assert cells[col[f"above shift floor @{budget} (dB)"]] == fmt_as(damage - floor, 2)
         assert cells[col["attack reported"]] == "pgd · 2 steps · adaptive"
         # a random model has no training λ: no rate change, for the plain row too
-        assert row["rate"] is None and cells[col["rate vs none at equal PSNR"]] == "–"
+        assert row["rate"] is None and cells[col["RD cost vs none"]] == "–"
         assert cells[col["images"]] == "1"
     plain = table.rows[0]
     assert plain["encode"] == pytest.approx(1.0) and body[0][col["encode × none"]] == "1.00×"
@@ -154,8 +154,9 @@ def test_rate_change_bd_rate_and_the_reported_attack_from_hand_made_rows():
 
     for model, q in (("hyperprior-long:q2", 2), ("hyperprior-long:q4", 4)):
         lmbda = LAMBDAS["mse"][q]
-        equal = mean(model, "jpeg:q90", 0) + lmbda * 255**2 * (mse(model, "jpeg:q90") - mse(model, "none"))
-        assert by[(model, "jpeg:q90")]["rate"] == pytest.approx(equal / mean(model, "none", 0) - 1)
+        cost = mean(model, "jpeg:q90", 0) + lmbda * 255**2 * mse(model, "jpeg:q90")
+        cost0 = mean(model, "none", 0) + lmbda * 255**2 * mse(model, "none")
+        assert by[(model, "jpeg:q90")]["rate"] == pytest.approx(cost / cost0 - 1)
         assert by[(model, "none")]["rate"] == 0
         assert by[(model, "jpeg:q90")]["encode"] == pytest.approx(2.5)
         assert by[(model, "jpeg:q90")]["decode"] == pytest.approx(2.5)
@@ -178,8 +179,8 @@ def test_rate_change_bd_rate_and_the_reported_attack_from_hand_made_rows():
     headers, body = _table_rows(section)
     col = {h: i for i, h in enumerate(headers)}
     assert body[0][col["damage @psnr:35 (dB)"]] == "7.00 (1/2)"
-    assert body[0][col["rate vs none at equal PSNR"]] == "+0.0%"
-    assert body[1][col["rate vs none at equal PSNR"]] == f"{100 * defended['rate']:+.1f}%"
+    assert body[0][col["RD cost vs none"]] == "+0.0%"
+    assert body[1][col["RD cost vs none"]] == f"{100 * defended['rate']:+.1f}%"
     assert body[1][col["encode × none"]] == "2.50×"
     assert body[3][col["damage @psnr:35 (dB)"]] == "–"
 

@@ -5,9 +5,10 @@ One table per image set (crop and images of the ``rd`` rows); one row per (model
 ``rd`` rows:
 
 * clean bpp and PSNR: means over the images;
-* rate vs none: the bits the entry would spend at its model's undefended MSE, to first order along the
-  model's RD slope λ·255² (``bpp + λ·255²·(MSE − MSE_none)``), relative to the undefended bpp (the
-  rule of ``benchmarks/defense_table.py``); λ from :func:`rd_lambda`;
+* RD cost vs none: the change of the RD cost ``bpp + λ·255²·MSE`` (the loss the model was trained to
+  minimise, at its training λ from :func:`rd_lambda`) against the undefended model's, the rule of
+  ``benchmarks/defense_table.py`` (negative: a better trade-off; a first-order "rate at equal PSNR"
+  along the slope λ·255² would exaggerate changes of more than a few tenths of a dB);
 * BD-rate vs none, when the model's family (``hyperprior-long:q2``, ``:q4``, ...) has two rates or
   more in the table, with and without the defense (:func:`robustnic.metrics.bd.bd_rate`);
 * per budget, the damage (mean ``psnr-drop``) of the worst distortion attack run on the entry, adaptive
@@ -229,7 +230,7 @@ def robust_rd_tables(rd_rows: Iterable[Row], attack_rows: Iterable[Row]) -> list
                 lmbda = rd_lambda(e.model, [*e.rd.values(), *ref.rd.values()])
                 bpp0, mse0, mse = ref.row["bpp"], ref.mean_mse(), e.mean_mse()
                 if lmbda is not None and all(map(math.isfinite, (bpp0, mse0, mse, e.row["bpp"]))) and bpp0 > 0:
-                    e.row["rate"] = (e.row["bpp"] + lmbda * 255.0**2 * (mse - mse0)) / bpp0 - 1
+                    e.row["rate"] = (e.row["bpp"] + lmbda * 255.0**2 * mse) / (bpp0 + lmbda * 255.0**2 * mse0) - 1
                 e.row["encode"] = _ratio(e.mean_timing("encoding_time"), ref.mean_timing("encoding_time"))
                 e.row["decode"] = _ratio(e.mean_timing("decoding_time"), ref.mean_timing("decoding_time"))
             budgets |= {str(r.config.get("budget")) for r in attack_rows
@@ -295,7 +296,7 @@ def _times(v: Any) -> str:
 def table_columns(budgets: list[str]) -> list[tuple]:
     """The columns of a robust-RD table with ``budgets``: (key, header, format)."""
     return [("model", "model"), ("defense", "defense"), ("bpp", "bpp", BPP), ("psnr", "PSNR (dB)", DB),
-            ("rate", "rate vs none at equal PSNR", _percent), ("bd", "BD-rate vs none", _percent),
+            ("rate", "RD cost vs none", _percent), ("bd", "BD-rate vs none", _percent),
             *((f"drop@{b}", f"damage @{b} (dB)", DB) for b in budgets),
             *((f"above@{b}", f"above shift floor @{b} (dB)", DB) for b in budgets),
             ("attack", "attack reported"), ("encode", "encode × none", _times), ("decode", "decode × none", _times),
@@ -310,9 +311,9 @@ def robust_rd_section(ctx: ReportContext) -> str:
         return ""
     out = ['<section id="robust-rd"><h2>Robust rate-distortion</h2><p class="note">'
            "One row per model × defense with clean <code>rd</code> rows, one table per image set. bpp and PSNR: "
-           "means over the images. Rate vs none: the bits the defended codec would spend at the undefended model’s "
-           "MSE, to first order along the model’s RD slope (bpp + λ·255²·(MSE − MSE<sub>none</sub>), MSE from "
-           "each image’s PSNR), relative to the undefended bpp; λ is the one recorded in the rows, else the shipped "
+           "means over the images. RD cost vs none: the change of bpp + λ·255²·MSE (the loss the model was trained "
+           "to minimise; MSE from each image’s PSNR) against the undefended model’s, negative when the defended "
+           "codec codes at a better trade-off; λ is the one recorded in the rows, else the shipped "
            "model’s or CompressAI’s λ for its quality <code>qK</code> (blank for classical codecs, checkpoints, "
            "MS-SSIM models and specs without a quality). BD-rate vs none: Bjøntegaard over the family’s rates "
            "(blank below two rates with and without the defense). Damage: mean PSNR drop (clean − attacked "
