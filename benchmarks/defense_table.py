@@ -10,8 +10,7 @@ Per entry, all numbers from real bitstreams (compress -> bytes -> decompress):
 
 * clean RD on the full held-out photos: mean bpp and PSNR, and the change of the RD cost
   ``bpp + λ·255²·MSE`` against the entry's plain model (the model without its defense) at the plain
-  model's training λ. With one rate per model this stands in for the BD-rate, which needs curves
-  (``benchmarks/refine_table.py --bd`` measures refine's on the ``hyperprior-long`` family);
+  model's training λ. With one rate per model this stands in for the BD-rate, which needs curves;
 * on centre crops of the same photos, per budget: damage = clean PSNR - attacked PSNR (worst attack
   per image), and the part of it above the brightness-shift floor (damage - shift damage);
 * encode and decode time of the defended codec over the plain model's, median over the photos,
@@ -162,7 +161,7 @@ def rd_change(r: dict, reference: dict | None = None, lmbda: float | None = None
     clean rows (default: the entry's plain model), with the reference model's training λ: the loss the
     model was trained to minimise, so negative is a better rate-distortion trade-off at that model's λ.
     (A first-order "rate at equal PSNR" along the slope λ·255² exaggerates changes of more than a few
-    tenths of a dB; a BD-rate needs a curve of rates, which benchmarks/refine_table.py --bd measures.)"""
+    tenths of a dB; a BD-rate needs a curve of rates.)"""
     reference = r["plain_clean"] if reference is None else reference
     if reference is None:
         return None
