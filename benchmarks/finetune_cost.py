@@ -60,7 +60,7 @@ def timing(args) -> dict:
         recipes = [(f"PGD {k} steps on {int(base.adv_fraction * 100)}% of the batch",
                     dict(attack="pgd", attack_steps=k)) for k in args.ks]
         recipes.append(("Jacobian penalty (weight 10), no inner attack",
-                        dict(attack_steps=0, adv_fraction=0.0, regularizer="jacobian", reg_weight=10.0)))
+                        dict(attack_steps=1, adv_fraction=0.0, regularizer="jacobian", reg_weight=10.0)))
         recipes.append(("paper recipe: 300-step attack on the whole batch",
                         dict(attack="paper", attack_steps=300, adv_fraction=1.0)))
         for name, kw in recipes:
