@@ -39,8 +39,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustnic.attacks import PSNR
-from robustnic.attacks.shift import ShiftAttack
 from robustnic.codecs import load_codec
 from robustnic.codecs.base import payload_bits
 from robustnic.data.images import load_image, save_image
@@ -48,6 +46,9 @@ from robustnic.data.photos import bundled_photos
 from robustnic.defenses import RefinedCodec, attack_defense, make_defense
 from robustnic.metrics import psnr
 from robustnic.utils.io import atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from defense_table import shift_damage  # noqa: E402  (the same measurement as the defense table's floor)
 
 
 def clean_rd(codec, photos: dict[str, torch.Tensor], lmbda: float) -> dict:
@@ -80,16 +81,6 @@ def worst_modes(by_mode: dict[str, list[dict]]) -> list[str]:
     """The modes (with their reference) that hurt each image most, over every mode's rows."""
     n = len(next(iter(by_mode.values())))
     return sorted({min(by_mode, key=lambda m: by_mode[m][i]["psnr-out"]) for i in range(n)})
-
-
-def shift_damage(codec, crops: torch.Tensor, budget: str) -> list[float]:
-    """Per crop, the damage of a uniform brightness shift at ``budget`` through ``codec`` (real bitstreams)."""
-    shift = ShiftAttack(codec, budget=PSNR(float(budget.split(":")[1])))
-    damage = []
-    for i in range(crops.shape[0]):
-        x = crops[i : i + 1]
-        damage.append(psnr(x, codec.decompress(codec.compress(x))) - psnr(x, codec.decompress(codec.compress(shift(x)))))
-    return damage
 
 
 def outside_check(model: str, defense: str, x: torch.Tensor) -> dict:

@@ -211,8 +211,20 @@ def _imported_names(path: Path) -> set[str]:
     return {n for n in names if n == "robustnic" or n.startswith("robustnic.")}
 
 
+def _sibling_imports(path: Path) -> list[Path]:
+    """The scripts next to ``path`` that it imports as modules (``from defense_table import ...``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return [path.parent / f"{n}.py" for n in sorted(names) if n != path.stem and (path.parent / f"{n}.py").is_file()]
+
+
 def table_modules(table: Table, source: Path | None = None) -> list[Path]:
-    """The ``src/robustnic`` files ``table`` can run, found statically from its commands and script.
+    """The files ``table`` can run besides its script, found statically from its commands and script:
+    ``src/robustnic`` modules and the other benchmark scripts it imports (shared helpers).
 
     A module counts when it is imported (at any depth, also inside functions) or named in a string
     (lazy exports, ``importlib``, ``python -m``) by the script or by a module already counted, with its
@@ -232,6 +244,8 @@ def table_modules(table: Table, source: Path | None = None) -> list[Path]:
         if path in files:
             continue
         files.add(path)
+        if not path.is_relative_to(source):  # a benchmark script: its helper scripts count too
+            todo.extend(p for p in _sibling_imports(path) if p not in files)
         names = _imported_names(path)
         registry = "Registry(" in path.read_text(encoding="utf-8")
         for name in names:
@@ -245,7 +259,7 @@ def table_modules(table: Table, source: Path | None = None) -> list[Path]:
             found = _module_file(name, source)
             if registry and found is not None and found.name == "__init__.py":
                 todo.extend(p for p in found.parent.glob("*.py") if p not in files)
-    return sorted(f for f in files if f.is_relative_to(source))
+    return sorted(f for f in files if f != table.script)
 
 
 def table_weights(table: Table, modules: list[Path], source: Path | None = None) -> list[tuple[str, int, str]]:

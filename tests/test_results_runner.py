@@ -117,3 +117,22 @@ def test_fingerprint_covers_the_code_a_table_runs_and_only_that(tmp_path, monkey
         before = after
     manifest.write_text(manifest.read_text().replace('"aa"', '"dd"'))
     assert mod.code_fingerprint(table) != before  # the weights it names
+
+
+def test_fingerprint_covers_the_benchmark_helpers_a_script_imports(tmp_path, monkeypatch):
+    mod = load_runner("bench_results_helpers")
+    src = tmp_path / "src" / "robustnic"
+    _write(src / "__init__.py", "")
+    _write(src / "d.py", "W = 4\n")
+    helper = _write(tmp_path / "benchmarks" / "helper.py", "import json\nimport robustnic.d\n")
+    other = _write(tmp_path / "benchmarks" / "other.py", "V = 5\n")
+    _write(tmp_path / "benchmarks" / "t.py", "import sys\nfrom helper import thing\n")
+    monkeypatch.setattr(mod, "ROOT", tmp_path)
+    table = mod.Table("t", "R.md", ("python", "benchmarks/t.py"))
+    assert set(mod.table_modules(table, src)) == {helper, src / "__init__.py", src / "d.py"}
+    monkeypatch.setattr(mod, "SOURCE", src)
+    before = mod.code_fingerprint(table)
+    _write(other, "V = 6\n")
+    assert mod.code_fingerprint(table) == before  # a script it does not import
+    _write(helper, helper.read_text() + "# edited\n")
+    assert mod.code_fingerprint(table) != before
