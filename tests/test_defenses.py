@@ -17,6 +17,7 @@ from robustnic.defenses import (
     parse_purifier,
     transform_groups,
 )
+from robustnic.defenses.base import oriented_output
 from robustnic.defenses.ensemble import proxy_tiles
 from robustnic.defenses.evaluate import attack_defense
 from robustnic.errors import RobustnicError
@@ -150,6 +151,20 @@ def test_chosen_forward_goes_through_the_encoders_choice(codec, odd_photo):
     assert torch.allclose(ens.forward(odd_photo).x_hat, expected)
     outs = forward_transforms(codec, odd_photo)
     assert torch.allclose(outs[t].x_hat, expected, atol=1e-6)
+
+
+def test_oriented_output_codes_each_image_in_its_own_orientation(codec, photo):
+    """Three images, two sharing an orientation: each reconstruction equals that image's own forward
+    in its orientation, undone; the rate holds every image's likelihoods (flattened per image)."""
+    x = torch.cat([photo[..., :48, :64], photo[..., 16:64, :64], photo[..., :48, 32:96]])
+    chosen = [5, 0, 5]
+    out = oriented_output(codec, x, chosen, rate=True)
+    for i, t in enumerate(chosen):
+        own = codec.forward(apply_transform(x[i : i + 1], t), rate=True)
+        assert torch.allclose(out.x_hat[i : i + 1], inverse_transform(own.x_hat, t), atol=1e-6)
+        bits = sum(-torch.log2(v).sum() for v in own.likelihoods.values())
+        assert torch.allclose(-torch.log2(out.likelihoods["all"][i]).sum(), bits, rtol=1e-5)
+    assert oriented_output(codec, x, chosen).likelihoods is None
 
 
 def test_ensemble_rejects_bad_settings(codec):

@@ -157,3 +157,10 @@ def test_store_export_uses_the_same_rule(tmp_path):
         (flat,) = list(csv.DictReader(f))
     assert flat["result.a"] == "" and flat["result.b"] == "inf" and flat["result.c"] == ""
     assert json.loads(flat["config.list"]) == [1.0, None]
+
+
+def test_is_finite_number_takes_only_finite_ints_and_floats():
+    from robustnic.utils.tables import is_finite_number
+
+    assert [is_finite_number(v) for v in (0, -2, 1.5, 1e300)] == [True] * 4
+    assert [is_finite_number(v) for v in (True, math.nan, math.inf, -math.inf, None, "1", [1])] == [False] * 7

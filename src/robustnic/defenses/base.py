@@ -17,6 +17,7 @@ import torch
 
 from robustnic.codecs.base import Codec, CodecOutput, Coded, payload_bits
 from robustnic.codecs.container import Header
+from robustnic.codecs.transforms import apply_transform, inverse_transform
 from robustnic.data.images import check_image_tensor
 
 
@@ -38,6 +39,29 @@ def expectation_output(outs: Sequence[CodecOutput], rate: bool = False) -> Codec
         flat = [v.flatten(1) for o in outs for v in o.likelihoods.values()]  # type: ignore[union-attr]
         likelihoods = {"all": torch.cat(flat, dim=1) ** (1.0 / len(outs))}
     return CodecOutput(torch.cat([o.x_hat for o in outs], dim=1), likelihoods)
+
+
+def oriented_output(codec: Codec, x: torch.Tensor, chosen: Sequence[int], standin: str = "none",
+                    rate: bool = False) -> CodecOutput:
+    """The codec's differentiable forward with image ``i`` of ``x`` coded in orientation ``chosen[i]``
+    (a geometric transform, undone on the reconstruction); images sharing one are batched together.
+
+    With ``rate``, the likelihoods are flattened per image into one ``(B, n)`` tensor ``"all"``
+    (latents of different orientations differ in layout); None when the codec gives none.
+    """
+    x_hat: list[torch.Tensor | None] = [None] * x.shape[0]
+    lks: list[torch.Tensor | None] = [None] * x.shape[0]
+    for t in sorted(set(chosen)):
+        idx = [i for i, c in enumerate(chosen) if c == t]
+        out = codec.forward(apply_transform(x[idx], t), standin=standin, rate=rate)
+        for j, i in enumerate(idx):
+            x_hat[i] = inverse_transform(out.x_hat[j : j + 1], t)
+            if out.likelihoods is not None:
+                lks[i] = torch.cat([v[j : j + 1].flatten(1) for v in out.likelihoods.values()], 1)
+    likelihoods = None
+    if rate and all(lk is not None for lk in lks):
+        likelihoods = {"all": torch.cat(lks)}  # type: ignore[arg-type]
+    return CodecOutput(torch.cat(x_hat), likelihoods)  # type: ignore[arg-type]
 
 
 class DefendedCodec(Codec):

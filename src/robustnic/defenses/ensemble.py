@@ -53,7 +53,7 @@ from robustnic.codecs.base import STANDINS, Codec, CodecOutput, payload_bits
 from robustnic.codecs.zoo import read_manifest
 from robustnic.codecs.transforms import NUM_TRANSFORMS, apply_transform, inverse_transform
 from robustnic.data.images import check_image_tensor
-from robustnic.defenses.base import DefendedCodec, expectation_output
+from robustnic.defenses.base import DefendedCodec, expectation_output, oriented_output
 from robustnic.defenses.registry import register_defense
 from robustnic.errors import RobustnicError
 from robustnic.metrics import estimated_bits
@@ -297,18 +297,4 @@ class SelfEnsembleCodec(DefendedCodec):
             return self.codec.forward(x, standin=standin, rate=rate)
         if self.attack_mode == "eot":
             return expectation_output(forward_transforms(self.codec, x, standin=standin, rate=rate), rate)
-        chosen = self.chosen_transforms(x)
-        x_hat: list[torch.Tensor | None] = [None] * x.shape[0]
-        lks: list[torch.Tensor | None] = [None] * x.shape[0]
-        for t in sorted(set(chosen)):
-            idx = [i for i, c in enumerate(chosen) if c == t]
-            out = self.codec.forward(apply_transform(x[idx], t), standin=standin, rate=rate)
-            for j, i in enumerate(idx):
-                x_hat[i] = inverse_transform(out.x_hat[j : j + 1], t)
-                if out.likelihoods is not None:
-                    # latents of different transforms differ in layout: flatten them per image
-                    lks[i] = torch.cat([v[j : j + 1].flatten(1) for v in out.likelihoods.values()], 1)
-        likelihoods = None
-        if rate and all(lk is not None for lk in lks):
-            likelihoods = {"all": torch.cat(lks)}  # type: ignore[arg-type]
-        return CodecOutput(torch.cat(x_hat), likelihoods)  # type: ignore[arg-type]
+        return oriented_output(self.codec, x, self.chosen_transforms(x), standin=standin, rate=rate)

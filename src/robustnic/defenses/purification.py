@@ -57,8 +57,7 @@ import torch.nn.functional as F
 from robustnic.codecs.base import Codec, CodecOutput
 from robustnic.codecs.classical import ClassicalCodec
 from robustnic.data.images import check_image_tensor, to_uint8
-from robustnic.codecs.transforms import apply_transform, inverse_transform
-from robustnic.defenses.base import DefendedCodec, expectation_output
+from robustnic.defenses.base import DefendedCodec, expectation_output, oriented_output
 from robustnic.defenses.registry import register_defense
 from robustnic.errors import RobustnicError
 from robustnic.utils.registry import Registry
@@ -405,16 +404,4 @@ class PurifiedCodec(DefendedCodec):
         if not self.purifier.orientation:
             return self.codec.forward(self.purifier(x, generator), standin=standin, rate=rate)
         chosen = self.purifier.orientations(x.shape[0], generator)  # type: ignore[attr-defined]
-        x_hat: list[torch.Tensor | None] = [None] * x.shape[0]
-        lks: list[torch.Tensor | None] = [None] * x.shape[0]
-        for t in sorted(set(chosen)):
-            idx = [i for i, c in enumerate(chosen) if c == t]
-            out = self.codec.forward(apply_transform(x[idx], t), standin=standin, rate=rate)
-            for j, i in enumerate(idx):
-                x_hat[i] = inverse_transform(out.x_hat[j : j + 1], t)
-                if out.likelihoods is not None:  # layouts differ between orientations: flatten per image
-                    lks[i] = torch.cat([v[j : j + 1].flatten(1) for v in out.likelihoods.values()], 1)
-        likelihoods = None
-        if rate and all(lk is not None for lk in lks):
-            likelihoods = {"all": torch.cat(lks)}  # type: ignore[arg-type]
-        return CodecOutput(torch.cat(x_hat), likelihoods)  # type: ignore[arg-type]
+        return oriented_output(self.codec, x, chosen, standin=standin, rate=rate)

@@ -31,7 +31,7 @@ from robustnic.attacks import BASELINES
 from robustnic.report.html import _budget_key, family, image_set_label, image_name
 from robustnic.report.sections import BPP, DB, ReportContext, fmt, html_table, register_section
 from robustnic.studies.store import Row
-from robustnic.utils.tables import finite_mean, is_number, mean_count
+from robustnic.utils.tables import finite_mean, is_finite_number, is_number, mean_count
 
 #: The undefended setting every entry is compared with.
 PLAIN = "none"
@@ -45,10 +45,6 @@ def _image_id(row: Row) -> str:
     if isinstance(image, dict):
         return str(image.get("sha256") or image.get("name") or "?")
     return str(image)
-
-
-def _finite(v: Any) -> bool:
-    return is_number(v) and math.isfinite(v)
 
 
 def _psnr_to_mse(psnr: Any) -> float | None:
@@ -69,7 +65,7 @@ def rd_lambda(model: str, rows: Iterable[Row] = ()) -> float | None:
     for r in rows:
         for d in (r.result, r.config):
             for key in ("lambda", "lmbda"):
-                if _finite(d.get(key)) and d[key] > 0:
+                if is_finite_number(d.get(key)) and d[key] > 0:
                     return float(d[key])
     from robustnic.codecs.architectures import LAMBDAS
     from robustnic.codecs.spec import parse_codec_spec
@@ -87,7 +83,7 @@ def rd_lambda(model: str, rows: Iterable[Row] = ()) -> float | None:
         shipped = read_manifest().get(f"{spec.name}:q{spec.quality}")
         if shipped is not None:
             info = shipped.info
-            return float(info["lambda"]) if shipped.metric == "mse" and _finite(info.get("lambda")) else None
+            return float(info["lambda"]) if shipped.metric == "mse" and is_finite_number(info.get("lambda")) else None
     if (spec.metric or "mse") != "mse":
         return None
     return LAMBDAS["mse"].get(spec.quality)
@@ -169,12 +165,12 @@ def _attack_groups(rows: Iterable[Row], entry: Entry, budget: str) -> tuple[dict
 
 
 def _drops(rows: Iterable[Row]) -> dict[str, float]:
-    return {_image_id(r): r.result["psnr-drop"] for r in rows if _finite(r.result.get("psnr-drop"))}
+    return {_image_id(r): r.result["psnr-drop"] for r in rows if is_finite_number(r.result.get("psnr-drop"))}
 
 
 def _bd_points(entries: Iterable[Entry]) -> tuple[list[float], list[float]]:
     points = sorted((e.row["bpp"], e.row["psnr"]) for e in entries
-                    if _finite(e.row["bpp"]) and e.row["bpp"] > 0 and _finite(e.row["psnr"]))
+                    if is_finite_number(e.row["bpp"]) and e.row["bpp"] > 0 and is_finite_number(e.row["psnr"]))
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -286,11 +282,11 @@ def _fill_budget(entry: Entry, attack_rows: list[Row], budget: str) -> bool:
 
 
 def _percent(v: Any) -> str:
-    return f"{100 * v:+.1f}%" if _finite(v) else fmt(v)
+    return f"{100 * v:+.1f}%" if is_finite_number(v) else fmt(v)
 
 
 def _times(v: Any) -> str:
-    return f"{v:.2f}×" if _finite(v) else fmt(v)
+    return f"{v:.2f}×" if is_finite_number(v) else fmt(v)
 
 
 def table_columns(budgets: list[str]) -> list[tuple]:

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from robustnic.codecs.base import Codec
 from robustnic.data.images import check_image_tensor, quantize_8bit
 from robustnic.errors import RobustnicError
+from robustnic.utils.tables import is_finite_number
 
 if TYPE_CHECKING:
     from robustnic.attacks.pipeline import AttackSettings
@@ -359,7 +360,7 @@ def spearman(a: Sequence[Any], b: Sequence[Any]) -> tuple[float | None, float | 
     with scikit-image); otherwise the rank correlation is computed here (ties share their mean rank)
     and the p-value is None.
     """
-    pairs = [(float(x), float(y)) for x, y in zip(a, b) if _is_finite(x) and _is_finite(y)]
+    pairs = [(float(x), float(y)) for x, y in zip(a, b) if is_finite_number(x) and is_finite_number(y)]
     if len(pairs) < 3:
         return None, None
     xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -374,10 +375,6 @@ def spearman(a: Sequence[Any], b: Sequence[Any]) -> tuple[float | None, float | 
     return (rho if math.isfinite(rho) else None), (p if math.isfinite(p) else None)
 
 
-def _is_finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 # ----- over images ----------------------------------------------------------------------------------------
 #: The pairs :func:`correlations` reports: (x, y) keys of the per-image rows; the first is the headline.
 CORRELATED = (("gain-db", "delta-psnr"), ("gain-db", "psnr-drop"), ("linear-db", "delta-psnr"))
@@ -390,7 +387,7 @@ def correlations(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for kx, ky in CORRELATED:
         if not any(kx in r and ky in r for r in rows):
             continue
-        pairs = [(r.get(kx), r.get(ky)) for r in rows if _is_finite(r.get(kx)) and _is_finite(r.get(ky))]
+        pairs = [(r.get(kx), r.get(ky)) for r in rows if is_finite_number(r.get(kx)) and is_finite_number(r.get(ky))]
         rho, p = spearman([a for a, _ in pairs], [b for _, b in pairs])
         out.append({"x": kx, "y": ky, "n": len(pairs), "spearman": rho, "p-value": p})
     return out

@@ -40,6 +40,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float (not a boolean, NaN or infinity)."""
+    return is_number(value) and math.isfinite(value)
+
+
 def _finite(value: Any) -> float | None:
     """``value`` as a float if it can enter a mean (a finite number or a boolean), else None."""
     if isinstance(value, bool):
