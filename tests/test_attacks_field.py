@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from robustnic.attacks import (
-    L2, PSNR, AddedNoise, AttackSettings, Distortion, Linf, RateDistortion, attack_and_verify, make_attack,
+    L2, PSNR, AddedNoise, AttackSettings, Distortion, Linf, RateDistortion, Targeted, attack_and_verify, make_attack,
     to_color_space, verify_attack,
 )
 from robustnic.attacks.korhonen import masking_weights
@@ -220,7 +220,7 @@ def test_ycbcr_is_bt601_full_range():
 def test_the_luma_objectives_ignore_chroma_only_changes(make, crops):
     objective = make("y")
     x = crops[:2]
-    ref = (x * 0.8 + 0.1).clamp(0, 1)
+    ref = x * 0.6 + 0.2  # room for the changes below inside [0, 1] (objectives score the clamped output)
     x_hat = ref + 0.02 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
     ctx = AttackContext(x=x, reference=ref)
     shift = chroma_change(x.shape, 0.05, -0.04)
@@ -231,7 +231,7 @@ def test_the_luma_objectives_ignore_chroma_only_changes(make, crops):
 
 
 def test_added_noise_is_the_noise_beyond_the_perturbation(crops):
-    x = crops[:2]
+    x = crops[:2] * 0.8 + 0.1  # the reconstructions below stay inside [0, 1]
     g = torch.Generator().manual_seed(1)
     x_adv = (x + 0.01 * torch.randn(x.shape, generator=g)).clamp(0, 1)
     ref, x_hat = x.roll(1, -1), x_adv.roll(1, -1) + 0.03
@@ -247,6 +247,22 @@ def test_added_noise_is_the_noise_beyond_the_perturbation(crops):
     assert torch.allclose(ycc, (diff**2).flatten(1).mean(1))
     with pytest.raises(RobustnicError, match="x_adv"):
         AddedNoise().gain(CodecOutput(x_hat), ctx)
+
+
+@pytest.mark.parametrize("objective", [Distortion("clean"), Distortion("source", "mse", "ycbcr"), AddedNoise("clean"),
+                                       Targeted()], ids=["distortion", "source-ycbcr", "added-noise", "targeted"])
+def test_objectives_score_what_the_decoder_delivers_not_values_past_the_range(objective, crops):
+    """The decoder clamps to [0, 1]: a reconstruction pushed past the range scores as its clamp, and
+    the push itself gets no gradient (an attack scoring the raw output spent its budget there)."""
+    x = crops[:2]
+    ctx = AttackContext(x=x, reference=x, target=x.flip(-1))
+    x_hat = (x + 0.3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))).requires_grad_(True)
+    assert bool(((x_hat < 0) | (x_hat > 1)).any())
+    gain = objective.gain(CodecOutput(x_hat), ctx, x_adv=x)
+    assert torch.allclose(gain, objective.gain(CodecOutput(x_hat.detach().clamp(0, 1)), ctx, x_adv=x))
+    (grad,) = torch.autograd.grad(gain.sum(), x_hat)
+    outside = (x_hat < 0) | (x_hat > 1)
+    assert bool((grad[outside] == 0).all()) and bool(grad[~outside].abs().sum() > 0)
 
 
 def test_rate_distortion_weighs_bits_against_distortion(crops):
