@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from defense_table import shift_damage  # the same measurement as the defense table's floor (a script beside this one)
 from robustnic.codecs import load_codec
 from robustnic.codecs.base import payload_bits
 from robustnic.data.images import load_image, save_image
@@ -46,9 +47,6 @@ from robustnic.data.photos import bundled_photos
 from robustnic.defenses import RefinedCodec, attack_defense, make_defense
 from robustnic.metrics import psnr
 from robustnic.utils.io import atomic_write_text
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from defense_table import shift_damage  # noqa: E402  (the same measurement as the defense table's floor)
 
 
 def clean_rd(codec, photos: dict[str, torch.Tensor], lmbda: float) -> dict:
