@@ -88,7 +88,11 @@ def test_resume_after_kill_9_is_bit_identical(train_folder, val_images, tmp_path
     proc.wait()
     saved_step = read_checkpoint_file(ckpt)["step"]
     assert 10 <= saved_step < steps
-    assert not [p for p in ckpt.parent.iterdir() if p.name != "last.pth.tar"]  # no half-written file left
+    # SIGKILL can land inside a save: the checkpoint is then the previous whole one (written to a
+    # hidden temporary file and renamed); the interrupted write can only leave that temporary file,
+    # under a name nothing loads, never a half-written ``last.pth.tar``
+    leftovers = [p.name for p in ckpt.parent.iterdir() if p.name != "last.pth.tar"]
+    assert all(n.startswith(".last.pth.tar.") and n.endswith(".part") for n in leftovers), leftovers
 
     cfg = dict(images=[str(train_folder)], **TINY)
     resumed = Trainer(TrainConfig(steps=steps, **cfg), tmp_path / "killed", progress=False, val_images=val_images)
@@ -114,6 +118,22 @@ def test_checkpoint_exports_and_loads_in_zoo_and_compressai(train_folder, val_im
     shipped = load_codec(str(tmp_path / "model.pt"))
     again = load_codec(str(tmp_path / "model.pt"))
     assert torch.equal(again.decompress(shipped.compress(photo)), shipped.roundtrip(photo).x_hat)
+
+
+def test_a_save_cut_off_by_a_kill_leaves_a_loadable_checkpoint_and_resume_ignores_it(train_folder, val_images,
+                                                                                       tmp_path):
+    # what SIGKILL inside a save leaves: a hidden, truncated temporary file beside the previous checkpoint
+    cfg = TrainConfig(steps=5, images=[str(train_folder)], **TINY)
+    first = Trainer(cfg, tmp_path / "run", progress=False, val_images=val_images)
+    first.fit()
+    whole = (tmp_path / "run" / "last.pth.tar").read_bytes()
+    (tmp_path / "run" / ".last.pth.tar.cut0ff.part").write_bytes(whole[: len(whole) // 3])
+    resumed = Trainer(TrainConfig(steps=7, images=[str(train_folder)], **TINY), tmp_path / "run", progress=False,
+                      val_images=val_images)
+    assert resumed.resumed and resumed.step == 5
+    assert all(torch.equal(v, first.net.state_dict()[k]) for k, v in resumed.net.state_dict().items())
+    resumed.fit()
+    assert read_checkpoint_file(tmp_path / "run" / "last.pth.tar")["step"] == 7
 
 
 def test_resume_refuses_a_different_architecture(train_folder, val_images, tmp_path):
