@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -89,7 +90,8 @@ def compare(args) -> dict:
                              ramp_steps=args.ramp_steps, batch_size=args.batch_size, patch_size=args.patch_size,
                              val_every=args.steps, checkpoint_every=25, threads=args.threads)
         t0 = time.perf_counter()
-        result = finetune(cfg, out, progress=False)
+        with contextlib.redirect_stdout(sys.stderr):  # the trainer's validation lines: a log, not the table
+            result = finetune(cfg, out, progress=False)
         entries.append((f"fine-tuned, PGD-{k} inner attack", result["checkpoint"], result["elapsed"]))
         print(f"k={k}: {result['elapsed']:.0f} s of training ({time.perf_counter() - t0:.0f} s this call)", file=sys.stderr)
     for text in args.extra or []:
